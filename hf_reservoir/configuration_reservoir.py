@@ -1,0 +1,240 @@
+"""Configuration for Reservoir Transformers (Shen et al., ACL 2021) on a Marian encoder-decoder.
+
+This file is self-contained on purpose: it is copied next to ``modeling_reservoir.py`` into Hub
+folders and loaded as remote code, so it imports nothing from ``hf_reservoir``.
+"""
+
+from __future__ import annotations
+
+from transformers import MarianConfig
+
+RESERVOIR_TYPES = ("transformer", "ffn", "bigru", "cnn")
+RESERVOIR_PLACEMENTS = ("alternating", "bottom", "top", "middle")
+RESERVOIR_INITS = ("orthogonal", "default")
+LAYERNORM_POSITIONS = ("post", "pre")
+RESERVOIR_STORAGES = ("weights", "seed")
+
+
+def place_reservoir_layers(num_layers: int, num_reservoirs: int, placement: str = "alternating") -> list[int]:
+    """Return the indices of the reservoir layers in a stack of ``num_layers`` layers.
+
+    The paper (section 3, "Reservoir Transformers") interleaves reservoir and updatable layers
+    in the middle of the encoder, so that the first and the last layers stay updatable. The
+    ``alternating`` rule builds the block ``R L R ... L R`` (``2k - 1`` layers) and centres it.
+    When the leftover regular layers cannot be split evenly, the extra one goes to the **bottom**
+    of the stack (next to the embeddings): 6 layers with 2 reservoirs gives ``LLRLRL``.
+    ``middle`` centres a contiguous block of ``k`` reservoirs with the same rounding;
+    ``bottom`` and ``top`` put the block at either end (the paper's placement ablation).
+
+    Args:
+        num_layers (`int`): total number of layers in the stack.
+        num_reservoirs (`int`): how many of them are reservoirs.
+        placement (`str`): one of ``alternating``, ``middle``, ``bottom``, ``top``.
+
+    Returns:
+        `list[int]`: sorted reservoir indices.
+
+    Example:
+        >>> place_reservoir_layers(7, 2)
+        [2, 4]
+    """
+    if placement not in RESERVOIR_PLACEMENTS:
+        raise ValueError(
+            f"reservoir_placement={placement!r} is not supported; use one of {', '.join(RESERVOIR_PLACEMENTS)}."
+        )
+    if not 0 <= num_reservoirs <= num_layers:
+        raise ValueError(
+            f"num_encoder_reservoir_layers={num_reservoirs} must be between 0 and the number of layers ({num_layers})."
+        )
+    k = num_reservoirs
+    if k == 0:
+        return []
+    if placement == "bottom":
+        return list(range(k))
+    if placement == "top":
+        return list(range(num_layers - k, num_layers))
+    block = 2 * k - 1 if placement == "alternating" else k
+    if block > num_layers:
+        raise ValueError(
+            f"num_encoder_reservoir_layers={k} cannot alternate with regular layers in a stack of {num_layers} "
+            f"(the block R L ... L R needs {block} layers); use at most {(num_layers + 1) // 2} reservoirs, "
+            "or reservoir_placement='middle'."
+        )
+    leftover = num_layers - block
+    start = leftover - leftover // 2  # the extra regular layer, if any, goes below the block
+    step = 2 if placement == "alternating" else 1
+    return [start + step * i for i in range(k)]
+
+
+def _check_indices(field: str, value: object, num_layers: int, layers_field: str) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ValueError(f"{field}={value!r} must be a list of layer indices such as [2, 4].")
+    indices = list(value)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"{field}={value!r} lists a layer twice; give each reservoir index once.")
+    bad = [i for i in indices if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(
+            f"{field}={value!r} has indices {bad} outside the stack; {layers_field}={num_layers} allows 0 to "
+            f"{num_layers - 1}."
+        )
+    return sorted(indices)
+
+
+class ReservoirMarianConfig(MarianConfig):
+    r"""Configuration of a Marian encoder-decoder in which some layers are frozen random *reservoirs*.
+
+    It accepts every [`MarianConfig`] field, plus the reservoir fields below. The reservoir fields
+    are validated when the config is built, and a bad value raises `ValueError`.
+
+    Args:
+        encoder_reservoir_layers (`list[int]`, *optional*):
+            Explicit indices of the encoder layers that are reservoirs. Takes precedence over
+            `num_encoder_reservoir_layers`; after construction it always holds the resolved list.
+        num_encoder_reservoir_layers (`int`, *optional*):
+            How many encoder layers are reservoirs, placed by `reservoir_placement`.
+        reservoir_placement (`str`, defaults to `"alternating"`):
+            `alternating` (the paper's rule, e.g. `LLRLRLL`), `middle`, `bottom` or `top`.
+            See [`place_reservoir_layers`] for the rounding rule.
+        reservoir_type (`str` or `list[str]`, defaults to `"transformer"`):
+            `transformer`, `ffn`, `bigru` or `cnn`, or one entry per encoder reservoir layer.
+        reservoir_init (`str`, defaults to `"orthogonal"`):
+            `orthogonal` projection weights (the paper's choice) with PyTorch's default biases and
+            LayerNorm, or `default`: normal(0, `init_std`) weights and zero biases, like the
+            trainable layers. Both are drawn from `reservoir_seed`, never from the global RNG.
+        reservoir_seed (`int`, defaults to 0):
+            Seed from which every reservoir tensor is drawn. A tensor is a pure function of
+            (config, seed, stack, layer index, parameter name).
+        layernorm_position (`str`, defaults to `"post"`):
+            `post` (Marian) or `pre` (the paper's `H = MHA(LN(X)) + X`). Pre-LN adds a final
+            LayerNorm to the encoder and the decoder. It applies to every layer, both stacks.
+        decoder_reservoir_layers (`list[int]`, *optional*):
+            Indices of frozen decoder layers (our extension; the paper freezes encoder layers
+            only). Decoder reservoirs are frozen regular decoder layers.
+        reservoir_cnn_kernel_size (`int`, defaults to 3):
+            Kernel width of the `cnn` (lightweight convolution) reservoir.
+        reservoir_storage (`str`, defaults to `"weights"`):
+            `weights` saves reservoir tensors in the weights file; `seed` leaves them out and
+            regenerates them from `reservoir_seed` at load time, verified by `reservoir_checksums`.
+        reservoir_checksums (`dict[str, str]`, *optional*):
+            SHA-256 per reservoir layer (`"encoder.2"`), written by `save_pretrained` in seed mode.
+
+    Example:
+        >>> config = ReservoirMarianConfig(encoder_layers=7, num_encoder_reservoir_layers=2)
+        >>> config.encoder_layout
+        'LLRLRLL'
+    """
+
+    model_type = "reservoir-marian"
+
+    encoder_reservoir_layers: list[int] | None = None
+    num_encoder_reservoir_layers: int | None = None
+    reservoir_placement: str = "alternating"
+    reservoir_type: str | list[str] = "transformer"
+    reservoir_init: str = "orthogonal"
+    reservoir_seed: int = 0
+    layernorm_position: str = "post"
+    decoder_reservoir_layers: list[int] | None = None
+    reservoir_cnn_kernel_size: int = 3
+    reservoir_storage: str = "weights"
+    reservoir_checksums: dict[str, str] | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._validate_reservoir_fields()
+
+    def _validate_reservoir_fields(self) -> None:
+        for field, allowed in (
+            ("reservoir_placement", RESERVOIR_PLACEMENTS),
+            ("reservoir_init", RESERVOIR_INITS),
+            ("layernorm_position", LAYERNORM_POSITIONS),
+            ("reservoir_storage", RESERVOIR_STORAGES),
+        ):
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(f"{field}={value!r} is not supported; use one of {', '.join(allowed)}.")
+        for field in ("reservoir_seed", "reservoir_cnn_kernel_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if "kernel" in field else 0):
+                raise ValueError(
+                    f"{field}={value!r} must be a {'positive' if 'kernel' in field else 'non-negative'} integer."
+                )
+        if self.reservoir_cnn_kernel_size % 2 == 0:
+            raise ValueError(
+                f"reservoir_cnn_kernel_size={self.reservoir_cnn_kernel_size} must be odd so that the convolution "
+                "stays centred; use for example 3 or 7."
+            )
+
+        count = self.num_encoder_reservoir_layers
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ValueError(f"num_encoder_reservoir_layers={count!r} must be a non-negative integer.")
+        if self.encoder_reservoir_layers is not None:
+            layers = _check_indices(
+                "encoder_reservoir_layers", self.encoder_reservoir_layers, self.encoder_layers, "encoder_layers"
+            )
+            if count is not None and count != len(layers):
+                raise ValueError(
+                    f"num_encoder_reservoir_layers={count} disagrees with encoder_reservoir_layers={layers}; "
+                    "give only one of the two."
+                )
+        else:
+            layers = place_reservoir_layers(self.encoder_layers, count or 0, self.reservoir_placement)
+        self.encoder_reservoir_layers = layers
+        self.num_encoder_reservoir_layers = len(layers)
+        self.decoder_reservoir_layers = (
+            []
+            if self.decoder_reservoir_layers is None
+            else _check_indices(
+                "decoder_reservoir_layers", self.decoder_reservoir_layers, self.decoder_layers, "decoder_layers"
+            )
+        )
+
+        types = self.reservoir_type
+        if isinstance(types, str):
+            types_list = [types] * len(layers)
+        elif isinstance(types, (list, tuple)):
+            types_list = list(types)
+            if len(types_list) != len(layers):
+                raise ValueError(
+                    f"reservoir_type={types!r} has {len(types_list)} entries but there are {len(layers)} encoder "
+                    f"reservoir layers {layers}; give one type per reservoir layer, or a single string."
+                )
+            self.reservoir_type = types_list
+        else:
+            raise ValueError(f"reservoir_type={types!r} must be a string or a list of strings.")
+        unknown = [t for t in types_list if t not in RESERVOIR_TYPES]
+        if unknown:
+            raise ValueError(
+                f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
+            )
+        if "cnn" in types_list and self.d_model % self.encoder_attention_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by encoder_attention_heads={self.encoder_attention_heads} "
+                "for the cnn reservoir, which shares one kernel per head."
+            )
+        if "bigru" in types_list and self.d_model % 2:
+            raise ValueError(f"d_model={self.d_model} must be even for the bigru reservoir (d_model/2 per direction).")
+        if self.reservoir_checksums is not None and not isinstance(self.reservoir_checksums, dict):
+            raise ValueError(f"reservoir_checksums={self.reservoir_checksums!r} must be a dict or None.")
+
+    @property
+    def encoder_reservoir_types(self) -> dict[int, str]:
+        """Map each encoder reservoir index to its type."""
+        types = self.reservoir_type
+        types = [types] * len(self.encoder_reservoir_layers) if isinstance(types, str) else types
+        return dict(zip(self.encoder_reservoir_layers, types))
+
+    @property
+    def encoder_layout(self) -> str:
+        """The encoder as a string, bottom layer first: ``L`` updatable, ``R`` reservoir (e.g. ``LLRLRLL``)."""
+        reservoirs = set(self.encoder_reservoir_layers)
+        return "".join("R" if i in reservoirs else "L" for i in range(self.encoder_layers))
+
+    @property
+    def decoder_layout(self) -> str:
+        """The decoder as a string, like `encoder_layout`."""
+        reservoirs = set(self.decoder_reservoir_layers)
+        return "".join("R" if i in reservoirs else "L" for i in range(self.decoder_layers))
+
+
+__all__ = ["ReservoirMarianConfig", "place_reservoir_layers"]

@@ -1,0 +1,558 @@
+"""Reservoir Transformers (Shen, Baevski, Morcos, Keutzer, Auli, Kiela, ACL 2021) on Marian.
+
+Some encoder layers are *reservoirs*: frozen at a random initialisation drawn from
+``config.reservoir_seed``. Gradients flow through them to the layers below, but their own
+weights never change (section 3 of the paper).
+
+This file must load as Hub remote code, so its only import from our package is the sibling
+configuration file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.marian.modeling_marian import (
+    MarianAttention,
+    MarianDecoder,
+    MarianDecoderLayer,
+    MarianEncoderLayer,
+    MarianModel,
+    MarianMTModel,
+    MarianPreTrainedModel,
+    MarianSinusoidalPositionalEmbedding,
+)
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_reservoir import ReservoirMarianConfig
+
+# --------------------------------------------------------------------------------------------
+# Reservoir initialisation: a pure function of (seed, stack, layer index, parameter name)
+# --------------------------------------------------------------------------------------------
+
+
+def _reservoir_generator(seed: int, stack: str, layer_idx: int, name: str) -> torch.Generator:
+    key = f"{seed}:{stack}:{layer_idx}:{name}".encode()
+    return torch.Generator(device="cpu").manual_seed(int(hashlib.sha256(key).hexdigest()[:15], 16))
+
+
+def _orthogonal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """A (semi-)orthogonal matrix that has the same bits on any thread count.
+
+    ``torch.nn.init.orthogonal_`` runs its QR in float32, and the result depends on the number of
+    threads. Here the Gaussian draw happens on a CPU generator and the QR in float64 on one
+    thread, with the sign of ``diag(R)`` fixed; the caller casts to the target dtype. A different
+    LAPACK build could still round differently: seed-only checkpoints verify a checksum for that.
+    """
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # LAPACK's blocked QR rounds differently with more threads
+    try:
+        q, r = torch.linalg.qr(a)
+    finally:
+        torch.set_num_threads(threads)
+    q = q * torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(torch.float64)
+    return q if rows >= cols else q.T
+
+
+def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+
+
+def reservoir_parameter_value(
+    config: ReservoirMarianConfig, module: nn.Module, param_name: str, param: torch.Tensor
+) -> torch.Tensor:
+    """The initial value of one reservoir parameter, computed on the CPU in float64.
+
+    ``module`` must carry the ``_reservoir_tag`` set by [`mark_reservoir`]. ``orthogonal`` follows
+    the paper (section 3): projection matrices are orthogonal, biases follow PyTorch's default
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` and LayerNorms start at (1, 0). ``default`` uses the
+    trainable layers' ``normal(0, init_std)`` weights and zero biases (GRU: PyTorch's default).
+    """
+    stack, layer_idx, module_name = module._reservoir_tag
+    generator = _reservoir_generator(config.reservoir_seed, stack, layer_idx, f"{module_name}.{param_name}")
+    shape = param.shape
+    if isinstance(module, nn.LayerNorm):
+        return torch.ones(shape, dtype=torch.float64) if param_name == "weight" else torch.zeros(shape)
+    if isinstance(module, nn.GRU):
+        bound = 1.0 / math.sqrt(module.hidden_size)
+        if config.reservoir_init == "orthogonal" and param_name.startswith("weight"):
+            return _orthogonal(shape[0], shape[1], generator)
+        return _uniform(shape, bound, generator)
+    if param.dim() == 1:  # a Linear bias
+        if config.reservoir_init == "default":
+            return torch.zeros(shape, dtype=torch.float64)
+        return _uniform(shape, 1.0 / math.sqrt(module.weight.shape[1]), generator)
+    if config.reservoir_init == "default":
+        return torch.randn(shape, generator=generator, dtype=torch.float64) * config.init_std
+    matrix = _orthogonal(shape[0], math.prod(shape[1:]), generator)
+    return matrix.reshape(shape)
+
+
+def mark_reservoir(layer: nn.Module, stack: str, layer_idx: int) -> nn.Module:
+    """Freeze ``layer`` and tag every submodule that owns parameters for seeded initialisation."""
+    layer.is_reservoir = True
+    layer.reservoir_id = f"{stack}.{layer_idx}"
+    for name, module in layer.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            module._reservoir_tag = (stack, layer_idx, name)
+    layer.requires_grad_(False)
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# Layers. All encoder layers share one signature: forward(hidden_states, attention_mask,
+# padding_mask=None, **kwargs) -> hidden_states, where attention_mask is the 4D attention mask
+# and padding_mask the 2D boolean mask (True for real tokens) that non-attention layers need.
+# --------------------------------------------------------------------------------------------
+
+
+class ReservoirMarianEncoderLayer(MarianEncoderLayer):
+    """A Marian encoder layer with a choice of LayerNorm position.
+
+    Post-LN is Marian's layer, unchanged. Pre-LN is the paper's ``H = MHA(LN(X)) + X``,
+    ``Y = FFN(LN(H)) + H``. Used for trainable layers and, frozen, as the ``transformer`` reservoir.
+    """
+
+    def __init__(self, config: ReservoirMarianConfig, layer_idx: int | None = None):
+        super().__init__(config, layer_idx)
+        self.pre_ln = config.layernorm_position == "pre"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        padding_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        if not self.pre_ln:
+            return super().forward(hidden_states, attention_mask, **kwargs)
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask, **kwargs
+        )
+        hidden_states = residual + nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        residual = hidden_states
+        hidden_states = self.activation_fn(self.fc1(self.final_layer_norm(hidden_states)))
+        hidden_states = nn.functional.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        hidden_states = self.fc2(hidden_states)
+        return residual + nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+
+
+class _ResidualBlock(GradientCheckpointingLayer):
+    """Shared residual wiring for the non-attention reservoirs: ``LN`` before (pre) or after (post)."""
+
+    def __init__(self, config: ReservoirMarianConfig):
+        super().__init__()
+        self.pre_ln = config.layernorm_position == "pre"
+        self.dropout = config.dropout
+        self.layer_norm = nn.LayerNorm(config.d_model)
+
+    def transform(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        branch = self.transform(self.layer_norm(hidden_states) if self.pre_ln else hidden_states, padding_mask)
+        hidden_states = residual + nn.functional.dropout(branch, p=self.dropout, training=self.training)
+        return hidden_states if self.pre_ln else self.layer_norm(hidden_states)
+
+
+class FFNReservoirLayer(_ResidualBlock):
+    """The ``ffn`` reservoir of section 3: ``FFN(LN(X)) + X``, with no attention."""
+
+    def __init__(self, config: ReservoirMarianConfig):
+        super().__init__(config)
+        self.fc1 = nn.Linear(config.d_model, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, config.d_model)
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def transform(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = self.activation_fn(self.fc1(hidden_states))
+        hidden_states = nn.functional.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        return self.fc2(hidden_states)
+
+
+class BiGRUReservoirLayer(_ResidualBlock):
+    """The ``bigru`` reservoir of section 3: a bidirectional GRU (``d_model/2`` per direction).
+
+    Padding never reaches real tokens: the real tokens of each row are gathered to the front
+    (whatever the padding side), run as a packed sequence, and scattered back; pads output 0.
+    """
+
+    def __init__(self, config: ReservoirMarianConfig):
+        super().__init__(config)
+        self.gru = nn.GRU(config.d_model, config.d_model // 2, batch_first=True, bidirectional=True)
+
+    def transform(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        if padding_mask is None or bool(padding_mask.all()):
+            return self.gru(hidden_states)[0]
+        order = torch.argsort((~padding_mask).to(torch.int8), dim=1, stable=True)  # real tokens first
+        index = order.unsqueeze(-1).expand_as(hidden_states)
+        lengths = padding_mask.sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(hidden_states.gather(1, index), lengths, batch_first=True, enforce_sorted=False)
+        output, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=hidden_states.shape[1])
+        output = torch.zeros_like(output).scatter(1, index, output)
+        return output.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
+
+
+class LightweightConv(nn.Module):
+    """Lightweight convolution (Wu et al., 2019): a depthwise convolution whose softmax-normalised
+    kernels are shared by the ``d_model / heads`` channels of each head."""
+
+    def __init__(self, channels: int, heads: int, kernel_size: int):
+        super().__init__()
+        self.heads = heads
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(heads, 1, kernel_size))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        channels = hidden_states.shape[-1]
+        kernel = torch.softmax(self.weight, dim=-1).repeat_interleave(channels // self.heads, dim=0)
+        output = nn.functional.conv1d(
+            hidden_states.transpose(1, 2),
+            kernel.to(hidden_states.dtype),
+            padding=self.kernel_size // 2,
+            groups=channels,
+        )
+        return output.transpose(1, 2)
+
+
+class ConvReservoirLayer(_ResidualBlock):
+    """The ``cnn`` reservoir of section 3: GLU input projection, lightweight convolution, output
+    projection. Pads are zeroed before the convolution, so they act like the zero padding at the
+    sequence boundary and real tokens see the same inputs as without padding."""
+
+    def __init__(self, config: ReservoirMarianConfig):
+        super().__init__(config)
+        self.input_proj = nn.Linear(config.d_model, 2 * config.d_model)
+        self.conv = LightweightConv(config.d_model, config.encoder_attention_heads, config.reservoir_cnn_kernel_size)
+        self.output_proj = nn.Linear(config.d_model, config.d_model)
+
+    def transform(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = nn.functional.glu(self.input_proj(hidden_states), dim=-1)
+        if padding_mask is not None:
+            hidden_states = hidden_states.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
+        return self.output_proj(self.conv(hidden_states))
+
+
+RESERVOIR_LAYER_CLASSES = {"ffn": FFNReservoirLayer, "bigru": BiGRUReservoirLayer, "cnn": ConvReservoirLayer}
+
+
+def build_encoder_layer(config: ReservoirMarianConfig, layer_idx: int) -> nn.Module:
+    """The encoder layer at ``layer_idx``: trainable, or a frozen reservoir of the configured type."""
+    reservoir_type = config.encoder_reservoir_types.get(layer_idx)
+    if reservoir_type is None:
+        return ReservoirMarianEncoderLayer(config, layer_idx)
+    if reservoir_type == "transformer":
+        layer = ReservoirMarianEncoderLayer(config, layer_idx)
+    else:
+        layer = RESERVOIR_LAYER_CLASSES[reservoir_type](config)
+    layer.reservoir_type = reservoir_type
+    return mark_reservoir(layer, "encoder", layer_idx)
+
+
+class ReservoirMarianDecoderLayer(MarianDecoderLayer):
+    """A Marian decoder layer with a choice of LayerNorm position (post: Marian's layer)."""
+
+    def __init__(self, config: ReservoirMarianConfig, layer_idx: int | None = None):
+        super().__init__(config, layer_idx)
+        self.pre_ln = config.layernorm_position == "pre"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache=None,
+        use_cache: bool | None = True,
+        **kwargs,
+    ) -> torch.Tensor:
+        if not self.pre_ln:
+            return super().forward(
+                hidden_states,
+                attention_mask,
+                encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                cache=cache,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        dropout = nn.functional.dropout
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), cache=cache, attention_mask=attention_mask, **kwargs
+        )
+        hidden_states = residual + dropout(hidden_states, p=self.dropout, training=self.training)
+        if encoder_hidden_states is not None:
+            residual = hidden_states
+            hidden_states, _ = self.encoder_attn(
+                self.encoder_attn_layer_norm(hidden_states),
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                cache=cache,
+                **kwargs,
+            )
+            hidden_states = residual + dropout(hidden_states, p=self.dropout, training=self.training)
+        residual = hidden_states
+        hidden_states = self.activation_fn(self.fc1(self.final_layer_norm(hidden_states)))
+        hidden_states = dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        hidden_states = self.fc2(hidden_states)
+        return residual + dropout(hidden_states, p=self.dropout, training=self.training)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
+    """Base class: seeded reservoir initialisation, freezing, and re-freezing after loading."""
+
+    config_class = ReservoirMarianConfig
+    config: ReservoirMarianConfig
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if getattr(module, "_reservoir_tag", None) is not None:
+            for name, param in module.named_parameters(recurse=False):
+                init.copy_(param, reservoir_parameter_value(self.config, module, name, param).to(param.dtype))
+            return
+        super()._init_weights(module)
+        if isinstance(module, LightweightConv):
+            init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+        elif isinstance(module, nn.GRU):
+            bound = 1.0 / math.sqrt(module.hidden_size)
+            for param in module.parameters(recurse=False):
+                init.uniform_(param, -bound, bound)
+
+    def reservoir_layers(self) -> dict[str, nn.Module]:
+        """Every reservoir layer, keyed by its id (``"encoder.2"``, ``"decoder.0"``)."""
+        return {m.reservoir_id: m for m in self.modules() if getattr(m, "is_reservoir", False)}
+
+    def freeze_reservoirs(self) -> None:
+        """Set ``requires_grad=False`` on every reservoir parameter.
+
+        Called after construction and after `from_pretrained`, which turns ``requires_grad`` back on
+        for every loaded weight.
+        """
+        for layer in self.reservoir_layers().values():
+            layer.requires_grad_(False)
+
+    def post_init(self) -> None:
+        super().post_init()
+        self.freeze_reservoirs()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_reservoirs()
+        return loaded
+
+    def parameter_summary(self) -> dict[str, dict[str, int]]:
+        """Trainable and total parameter counts per layer, plus ``"total"``.
+
+        Returns:
+            `dict[str, dict[str, int]]`: ``{"encoder.layers.2": {"trainable": 0, "total": 789}, ...}``.
+            Tied weights count once.
+
+        Example:
+            >>> summary = model.parameter_summary()
+            >>> summary["total"]["trainable"] < summary["total"]["total"]
+            True
+        """
+        summary: dict[str, dict[str, int]] = {}
+        for name, param in self.named_parameters():
+            parts = name.split(".")
+            if "layers" in parts:
+                group = ".".join(parts[: parts.index("layers") + 2])
+            else:
+                group = ".".join(parts[:-1]) or name
+            group = group.removeprefix("model.")
+            row = summary.setdefault(group, {"trainable": 0, "total": 0})
+            row["total"] += param.numel()
+            row["trainable"] += param.numel() if param.requires_grad else 0
+        summary["total"] = {
+            "trainable": sum(r["trainable"] for r in summary.values()),
+            "total": sum(r["total"] for r in summary.values()),
+        }
+        return summary
+
+
+class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
+    """Marian's encoder with reservoir layers placed by ``config.encoder_reservoir_layers``.
+
+    With pre-LN it ends with a final LayerNorm.
+    """
+
+    _can_record_outputs = {"hidden_states": GradientCheckpointingLayer, "attentions": MarianAttention}
+
+    def __init__(self, config: ReservoirMarianConfig):
+        super().__init__(config)
+        self.dropout = config.dropout
+        self.layerdrop = config.encoder_layerdrop
+        self.padding_idx = config.pad_token_id
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, self.padding_idx)
+        self.embed_positions = MarianSinusoidalPositionalEmbedding(
+            config.max_position_embeddings, config.d_model, self.padding_idx
+        )
+        self.layers = nn.ModuleList([build_encoder_layer(config, i) for i in range(config.encoder_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.layernorm_position == "pre" else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        """Encode ``input_ids`` (or ``inputs_embeds``) with padding ``attention_mask`` (1 = real token)."""
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale
+        hidden_states = inputs_embeds + self.embed_positions(inputs_embeds.shape[:-1])
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+
+        padding_mask = attention_mask.bool() if attention_mask is not None and attention_mask.dim() == 2 else None
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+        )
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+                continue  # LayerDrop (Fan et al., 2019), the paper's baseline
+            hidden_states = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+class ReservoirMarianDecoder(ReservoirMarianPreTrainedModel, MarianDecoder):
+    """Marian's decoder, with optional frozen layers (``config.decoder_reservoir_layers``) and pre-LN."""
+
+    def __init__(self, config: ReservoirMarianConfig):
+        PreTrainedModel.__init__(self, config)
+        self.dropout = config.dropout
+        self.layerdrop = config.decoder_layerdrop
+        self.padding_idx = config.pad_token_id
+        self.max_target_positions = config.max_position_embeddings
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.embed_tokens = nn.Embedding(config.decoder_vocab_size, config.d_model, self.padding_idx)
+        self.embed_positions = MarianSinusoidalPositionalEmbedding(
+            config.max_position_embeddings, config.d_model, self.padding_idx
+        )
+        layers = []
+        for i in range(config.decoder_layers):
+            layer = ReservoirMarianDecoderLayer(config, layer_idx=i)
+            if i in config.decoder_reservoir_layers:
+                layer.reservoir_type = "transformer"
+                mark_reservoir(layer, "decoder", i)
+            layers.append(layer)
+        self.layers = nn.ModuleList(layers)
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.layernorm_position == "pre" else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(self, *args, **kwargs):
+        outputs = super().forward(*args, **kwargs)
+        if self.layer_norm is not None:
+            if isinstance(outputs, tuple):
+                outputs = (self.layer_norm(outputs[0]),) + tuple(outputs[1:])
+            else:
+                outputs.last_hidden_state = self.layer_norm(outputs.last_hidden_state)
+        return outputs
+
+
+class ReservoirMarianModel(ReservoirMarianPreTrainedModel, MarianModel):
+    """The bare encoder-decoder, a drop-in for [`MarianModel`] with reservoir layers.
+
+    Args:
+        config ([`ReservoirMarianConfig`]): the model configuration.
+    """
+
+    def __init__(self, config: ReservoirMarianConfig):
+        PreTrainedModel.__init__(self, config)
+        if config.share_encoder_decoder_embeddings:
+            self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+            self._tied_weights_keys = {
+                "decoder.embed_tokens.weight": "shared.weight",
+                "encoder.embed_tokens.weight": "shared.weight",
+            }
+        else:
+            self._tied_weights_keys = None
+        self.encoder = ReservoirMarianEncoder(config)
+        self.decoder = ReservoirMarianDecoder(config)
+        self.post_init()
+
+
+class ReservoirMarianMTModel(ReservoirMarianPreTrainedModel, MarianMTModel):
+    """The translation model: [`ReservoirMarianModel`] with Marian's LM head, ``labels`` loss and
+    ``generate()`` (greedy and beam search, with the KV cache).
+
+    Args:
+        config ([`ReservoirMarianConfig`]): the model configuration.
+
+    Example:
+        >>> config = ReservoirMarianConfig(vocab_size=100, d_model=32, encoder_layers=7, decoder_layers=1,
+        ...     encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
+        ...     num_encoder_reservoir_layers=2, pad_token_id=99, decoder_start_token_id=99)
+        >>> model = ReservoirMarianMTModel(config)
+        >>> model.config.encoder_layout
+        'LLRLRLL'
+    """
+
+    # Marian's loss ignores `num_items_in_batch`; without this the Trainer scales the loss by
+    # (gradient accumulation steps x processes) (huggingface/transformers#47688).
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: ReservoirMarianConfig):
+        PreTrainedModel.__init__(self, config)
+        self.model = ReservoirMarianModel(config)
+        if config.share_encoder_decoder_embeddings:
+            self._tied_weights_keys = {
+                "lm_head.weight": "model.shared.weight",
+                "model.decoder.embed_tokens.weight": "model.shared.weight",
+                "model.encoder.embed_tokens.weight": "model.shared.weight",
+            }
+        target_vocab_size = config.vocab_size if config.share_encoder_decoder_embeddings else config.decoder_vocab_size
+        self.final_logits_bias = nn.Buffer(torch.zeros((1, target_vocab_size)))
+        self.lm_head = nn.Linear(config.d_model, target_vocab_size, bias=False)
+        self.post_init()
+
+
+__all__ = [
+    "ReservoirMarianPreTrainedModel",
+    "ReservoirMarianModel",
+    "ReservoirMarianMTModel",
+    "FFNReservoirLayer",
+    "BiGRUReservoirLayer",
+    "ConvReservoirLayer",
+    "LightweightConv",
+    "ReservoirMarianEncoderLayer",
+    "reservoir_parameter_value",
+]

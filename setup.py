@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hf-reservoir",
+    version="0.1.0",
+    description="Reservoir Transformers (Shen et al., ACL 2021) for HuggingFace Transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["hf_reservoir", "hf_reservoir.*"]),
+    package_data={"hf_reservoir": ["model_card_template.md"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1,<3",
+        "transformers>=5.0,<6",
+        "accelerate>=1.0,<2",
+        "datasets>=3.0,<6",
+        "evaluate>=0.4,<0.5",
+        "huggingface_hub>=1.0,<3",
+        "safetensors>=0.4",
+        "sentencepiece>=0.2,<0.3",
+        "sacrebleu>=2.4,<3",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    license="Apache-2.0",
+)

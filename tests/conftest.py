@@ -1,0 +1,51 @@
+import os
+
+import pytest
+import torch
+
+from hf_reservoir import ReservoirMarianConfig
+
+TINY = dict(
+    vocab_size=96,
+    d_model=32,
+    encoder_layers=7,
+    decoder_layers=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    max_position_embeddings=64,
+    pad_token_id=95,
+    decoder_start_token_id=95,
+    eos_token_id=0,
+    forced_eos_token_id=0,
+    dropout=0.0,
+)
+
+
+def tiny_config(**overrides) -> ReservoirMarianConfig:
+    """A small config for fast tests; any field can be overridden."""
+    return ReservoirMarianConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture
+def batch():
+    """Two source rows, the second right-padded, with labels."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, 90, (2, 9), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    input_ids[1, 6:] = TINY["pad_token_id"]
+    labels = torch.randint(1, 90, (2, 7), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Nothing in the test suite may reach the Hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
