@@ -144,20 +144,36 @@ def test_padding_does_not_change_real_tokens(reservoir_type, layernorm_position)
     model = ReservoirMarianModel(config).eval()
     generator = torch.Generator().manual_seed(1)
     short = torch.randint(1, 90, (1, 5), generator=generator)
+    other = torch.randint(1, 90, (1, 9), generator=generator)
+    padded = torch.cat([short, torch.full((1, 4), config.pad_token_id)], 1)
     with torch.no_grad():
         alone = model.encoder(input_ids=short, attention_mask=torch.ones_like(short)).last_hidden_state
-        for side in ("right", "left"):
-            pads = torch.full((1, 4), config.pad_token_id)
-            ids = torch.cat([short, pads], 1) if side == "right" else torch.cat([pads, short], 1)
-            mask = (ids != config.pad_token_id).long()
-            other = torch.randint(1, 90, (1, 9), generator=generator)
-            out = model.encoder(
-                input_ids=torch.cat([ids, other]), attention_mask=torch.cat([mask, torch.ones_like(other)])
-            ).last_hidden_state
-            real = out[0, :5] if side == "right" else out[0, 4:]
-            if side == "left" and reservoir_type in ("transformer", "ffn"):
-                continue  # absolute positions shift with left padding for every layer type alike
-            torch.testing.assert_close(real, alone[0], atol=1e-5, rtol=1e-5)
+        out = model.encoder(
+            input_ids=torch.cat([padded, other]),
+            attention_mask=torch.cat([(padded != config.pad_token_id).long(), torch.ones_like(other)]),
+        ).last_hidden_state
+    torch.testing.assert_close(out[0, :5], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("layer_class", [BiGRUReservoirLayer, ConvReservoirLayer])
+def test_sequence_reservoirs_ignore_padding_on_either_side(layer_class, side):
+    config = tiny_config()
+    layer = layer_class(config).eval()
+    generator = torch.Generator().manual_seed(2)
+    short = torch.randn(1, 5, config.d_model, generator=generator)
+    garbage = torch.randn(1, 3, config.d_model, generator=generator) * 100  # pads carry junk, not zeros
+    padded = torch.cat([short, garbage], 1) if side == "right" else torch.cat([garbage, short], 1)
+    mask = torch.zeros(1, 8, dtype=torch.bool)
+    mask[0, :5] = True
+    mask = mask if side == "right" else mask.flip(1)
+    full = torch.randn(1, 8, config.d_model, generator=generator)
+    with torch.no_grad():
+        alone = layer(short, None, padding_mask=torch.ones(1, 5, dtype=torch.bool))
+        out = layer(torch.cat([padded, full]), None, padding_mask=torch.cat([mask, torch.ones_like(mask)]))
+    torch.testing.assert_close(out[0][mask[0]], alone[0], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(out[1], layer(full, None)[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("layer_class", [FFNReservoirLayer, BiGRUReservoirLayer, ConvReservoirLayer])
