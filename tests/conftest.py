@@ -49,3 +49,25 @@ def _offline(monkeypatch):
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    """The real de-en corpus, built once per test session (downloads the .deb files once per machine)."""
+    from hf_reservoir.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "de-en"
+    build_corpus(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(corpus_dir, tmp_path_factory):
+    """A joint 2,000-piece MarianTokenizer trained on the corpus's training split."""
+    from hf_reservoir.data import load_parallel_corpus
+    from hf_reservoir.tokenization import train_marian_tokenizer
+
+    path = tmp_path_factory.mktemp("tokenizer")
+    corpus = load_parallel_corpus(str(corpus_dir))
+    train_marian_tokenizer(corpus["train"], "de", "en", str(path), vocab_size=2000)
+    return path
