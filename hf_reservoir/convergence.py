@@ -1,0 +1,277 @@
+"""Wall-clock time to peak validation BLEU and the paper's AUCC, as a Trainer callback.
+
+The paper's claim (section 5) is about *training* wall-clock: reservoir models reach their
+best validation BLEU sooner. :class:`ConvergenceCallback` is the one clock for that claim; the
+training script, the sweep report, the model card and the tests all read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+
+def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
+    """Area under a BLEU vs training-seconds curve up to ``budget_seconds``, in BLEU x seconds.
+
+    The paper's AUCC (section 5.1). Our choices, where the paper is vague: the curve starts at
+    (0 s, 0 BLEU), the untrained model; points are joined by the trapezoid rule; a segment that
+    crosses the budget is interpolated at the budget; the last value is held to the budget.
+
+    Args:
+        curve (`list[tuple[float, float]]`): ``(train_seconds, bleu)`` points, in time order.
+        budget_seconds (`float`): T-hat, the upper limit of the integral.
+
+    Returns:
+        `float`: the area in BLEU x seconds.
+
+    Example:
+        >>> aucc([(10.0, 20.0)], 20.0)  # ramp 0 -> 20 over 10 s, then 20 held for 10 s
+        300.0
+    """
+    if budget_seconds <= 0:
+        raise ValueError(f"budget_seconds={budget_seconds} must be positive.")
+    points = [(0.0, 0.0)] + [(float(t), float(b)) for t, b in curve]
+    area = 0.0
+    for (t0, b0), (t1, b1) in zip(points, points[1:]):
+        if t0 >= budget_seconds:
+            break
+        if t1 > budget_seconds:
+            b1 = b0 + (b1 - b0) * (budget_seconds - t0) / (t1 - t0)
+            t1 = budget_seconds
+        area += (t1 - t0) * (b0 + b1) / 2
+    last_t, last_b = points[-1]
+    if last_t < budget_seconds:
+        area += (budget_seconds - last_t) * last_b
+    return area
+
+
+@dataclass
+class ConvergenceRecord:
+    """What the callback measured; serialised into ``convergence.json`` and the TrainerState."""
+
+    evaluations: list[dict] = field(default_factory=list)  # {train_seconds, step, epoch, bleu, ...}
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    budget_seconds: float | None = None
+    stopped_by: str | None = None
+
+    @property
+    def peak(self) -> dict | None:
+        """The first evaluation that reached the highest BLEU."""
+        return max(self.evaluations, key=lambda e: e["bleu"], default=None)
+
+    def summary(self) -> dict:
+        """Peak BLEU, time and step at peak, time per epoch and AUCC (raw and divided by T-hat)."""
+        peak = self.peak
+        horizon = self.budget_seconds or self.train_seconds
+        curve = [(e["train_seconds"], e["bleu"]) for e in self.evaluations]
+        area = aucc(curve, horizon) if curve and horizon > 0 else 0.0
+        return {
+            "peak_bleu": peak["bleu"] if peak else None,
+            "time_to_peak_seconds": peak["train_seconds"] if peak else None,
+            "step_at_peak": peak["step"] if peak else None,
+            "epoch_at_peak": peak["epoch"] if peak else None,
+            "train_seconds": self.train_seconds,
+            "seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None,
+            "epochs_completed": len(self.epoch_seconds),
+            "aucc_budget_seconds": horizon,
+            "aucc_bleu_hours": area / 3600.0,
+            "aucc_normalized": area / horizon if horizon else 0.0,
+            "num_evaluations": len(self.evaluations),
+            "stopped_by": self.stopped_by,
+        }
+
+
+class ConvergenceCallback(TrainerCallback, ExportableState):
+    """Times training wall-clock to peak validation BLEU and computes the AUCC.
+
+    The clock counts **training** seconds only: it runs from ``on_step_begin`` to
+    ``on_step_end`` plus the data loading between two steps, and any interval in which an
+    evaluation (including generation), a checkpoint save or logging happened is excluded.
+    At every evaluation it records ``(train_seconds, step, epoch, bleu)``.
+
+    Its state is exported into ``TrainerState.stateful_callbacks`` with every checkpoint, and it
+    reads it back at ``on_train_begin`` when a run resumes, so the clock and the curve continue.
+    Under DDP the clock and the budget decision of rank 0 are broadcast every step, so every rank
+    stops together. Rank 0 writes ``convergence.json`` and ``convergence.png`` at the end.
+
+    Args:
+        metric_name (`str`): the evaluation metric to follow, as the Trainer logs it.
+        budget_seconds (`float`, *optional*): T-hat. Training stops once this many training seconds
+            have passed (after one last evaluation), and the AUCC integrates up to it.
+        patience (`int`, *optional*): stop after this many evaluations without a new peak.
+        output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
+            ``output_dir`` if unset.
+        clock (`callable`): the time source, ``time.perf_counter`` (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        metric_name: str = "eval_bleu",
+        budget_seconds: float | None = None,
+        patience: int | None = None,
+        output_dir: str | None = None,
+        clock=time.perf_counter,
+    ):
+        if budget_seconds is not None and budget_seconds <= 0:
+            raise ValueError(f"budget_seconds={budget_seconds} must be positive, or None for no budget.")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience={patience} must be at least 1, or None for no patience stop.")
+        self.metric_name = metric_name
+        self.budget_seconds = budget_seconds
+        self.patience = patience
+        self.output_dir = output_dir
+        self.clock = clock
+        self.record = ConvergenceRecord(budget_seconds=budget_seconds)
+        self._mark: float | None = None
+        self._paused = False
+        self._epoch_start = 0.0
+
+    # -- TrainerState export ----------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "args": {
+                "metric_name": self.metric_name,
+                "budget_seconds": self.budget_seconds,
+                "patience": self.patience,
+            },
+            "attributes": {"record": asdict(self.record), "_epoch_start": self._epoch_start},
+        }
+
+    def _restore(self, state) -> None:
+        saved = state.stateful_callbacks.get(type(self).__name__)
+        if not saved or state.global_step == 0:
+            return
+        saved = saved[0] if isinstance(saved, list) else saved
+        self.record = ConvergenceRecord(**saved["attributes"]["record"])
+        self.record.budget_seconds = self.budget_seconds
+        self.record.stopped_by = None
+        self._epoch_start = saved["attributes"].get("_epoch_start", 0.0)
+
+    # -- clock --------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.clock()
+        if self._mark is not None and not self._paused:
+            self.record.train_seconds += now - self._mark
+        self._mark = now
+        self._paused = False
+
+    def _sync(self, stop: bool) -> bool:
+        """Rank 0's clock and stop decision on every rank (a no-op without torch.distributed)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return stop
+        import torch
+
+        payload = torch.tensor([self.record.train_seconds, float(stop)], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            payload = payload.cuda()
+        dist.broadcast(payload, src=0)
+        self.record.train_seconds = float(payload[0])
+        return bool(payload[1])
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._restore(state)
+        self._mark = self.clock()
+        self._paused = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._tick()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._tick()
+        over_budget = self.budget_seconds is not None and self.record.train_seconds >= self.budget_seconds
+        if self._sync(over_budget):
+            self.record.stopped_by = "budget"
+            control.should_training_stop = True
+            control.should_evaluate = True  # the curve ends with a point at (or just past) T-hat
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_start = self.record.train_seconds
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._tick()
+        self.record.epoch_seconds.append(self.record.train_seconds - self._epoch_start)
+
+    def _pause(self) -> None:
+        self._paused = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._pause()
+        if not metrics or self.metric_name not in metrics:
+            return
+        previous_peak = self.record.peak
+        entry = {
+            "train_seconds": self.record.train_seconds,
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "bleu": float(metrics[self.metric_name]),
+        }
+        for key in ("eval_chrf", "eval_loss", "eval_runtime"):
+            if key in metrics:
+                entry[key.removeprefix("eval_")] = float(metrics[key])
+        self.record.evaluations.append(entry)
+        if self.patience is not None and previous_peak is not None:
+            since_peak = len(self.record.evaluations) - 1 - self.record.evaluations.index(self.record.peak)
+            if since_peak >= self.patience:
+                self.record.stopped_by = self.record.stopped_by or "patience"
+                control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_log(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.write(self.output_dir or args.output_dir)
+
+    # -- outputs ------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        return self.record.summary()
+
+    def write(self, output_dir: str) -> str:
+        """Write ``convergence.json`` and ``convergence.png`` into ``output_dir``; return the JSON path."""
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, "convergence.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"summary": self.summary(), **asdict(self.record)}, handle, indent=2)
+            handle.write("\n")
+        plot_curves(
+            {"run": self.record.evaluations},
+            os.path.join(output_dir, "convergence.png"),
+            budget_seconds=self.budget_seconds,
+        )
+        return path
+
+
+def plot_curves(curves: dict[str, list[dict]], path: str, budget_seconds: float | None = None) -> None:
+    """Plot validation BLEU against training wall-clock minutes, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, evaluations in curves.items():
+        xs = [0.0] + [e["train_seconds"] / 60 for e in evaluations]
+        ys = [0.0] + [e["bleu"] for e in evaluations]
+        axis.plot(xs, ys, marker="o", markersize=3, label=label)
+    if budget_seconds and not math.isinf(budget_seconds):
+        axis.axvline(budget_seconds / 60, color="grey", linestyle="--", linewidth=1, label="budget T̂")
+    axis.set_xlabel("training wall-clock (minutes, evaluation excluded)")
+    axis.set_ylabel("validation BLEU")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,489 @@
+"""Training a reservoir translation model with ``Seq2SeqTrainer``.
+
+``training/train.py`` parses arguments into the dataclasses below and calls :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from .configuration_reservoir import ReservoirMarianConfig
+from .convergence import ConvergenceCallback
+from .metrics import corpus_scores
+from .modeling_reservoir import ReservoirMarianMTModel
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    """The model: Marian sizes plus the reservoir fields of [`ReservoirMarianConfig`]."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "start from a saved model instead"})
+    d_model: int = field(default=256, metadata={"help": "hidden size"})
+    encoder_layers: int = field(default=7, metadata={"help": "total encoder layers, reservoirs included"})
+    decoder_layers: int = field(default=2, metadata={"help": "decoder layers"})
+    encoder_ffn_dim: int = field(default=1024, metadata={"help": "encoder FFN size"})
+    decoder_ffn_dim: int = field(default=1024, metadata={"help": "decoder FFN size"})
+    encoder_attention_heads: int = field(default=4, metadata={"help": "encoder heads"})
+    decoder_attention_heads: int = field(default=4, metadata={"help": "decoder heads"})
+    dropout: float = field(default=0.1, metadata={"help": "residual dropout"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "attention dropout"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "FFN activation dropout"})
+    activation_function: str = field(default="relu", metadata={"help": "FFN activation"})
+    scale_embedding: bool = field(default=True, metadata={"help": "scale embeddings by sqrt(d_model)"})
+    max_position_embeddings: int = field(default=256, metadata={"help": "longest sequence"})
+    encoder_layerdrop: float = field(default=0.0, metadata={"help": "LayerDrop rate (the paper's baseline)"})
+    layernorm_position: str = field(default="pre", metadata={"help": "pre or post"})
+    num_encoder_reservoir_layers: int | None = field(default=None, metadata={"help": "reservoirs, placed by rule"})
+    encoder_reservoir_layers: list[int] | None = field(default=None, metadata={"help": "explicit reservoir indices"})
+    reservoir_placement: str = field(default="alternating", metadata={"help": "alternating, middle, bottom, top"})
+    reservoir_type: list[str] = field(
+        default_factory=lambda: ["transformer"],
+        metadata={"help": "transformer, ffn, bigru, cnn: one, or one per reservoir"},
+    )
+    reservoir_init: str = field(default="orthogonal", metadata={"help": "orthogonal or default"})
+    reservoir_seed: int = field(default=0, metadata={"help": "seed of the reservoir weights"})
+    decoder_reservoir_layers: list[int] | None = field(default=None, metadata={"help": "frozen decoder layers"})
+    reservoir_cnn_kernel_size: int = field(default=3, metadata={"help": "cnn reservoir kernel width"})
+
+    def config_kwargs(self) -> dict:
+        kwargs = {k: v for k, v in vars(self).items() if k != "model_name_or_path"}
+        types = kwargs.pop("reservoir_type")
+        kwargs["reservoir_type"] = types[0] if len(types) == 1 else list(types)
+        return kwargs
+
+
+@dataclass
+class DataArguments:
+    """Where the data and the tokenizer come from."""
+
+    data_path: str = field(
+        default="data/de-en",
+        metadata={"help": "a folder (built corpus, text, tsv, jsonl) or a Hub data set name such as iwslt2017"},
+    )
+    data_format: str | None = field(default=None, metadata={"help": "corpus, text, tsv, jsonl or hub"})
+    hub_config: str | None = field(default=None, metadata={"help": "Hub config, e.g. iwslt2017-de-en"})
+    source_lang: str = field(default="de", metadata={"help": "source language key"})
+    target_lang: str = field(default="en", metadata={"help": "target language key"})
+    build_corpus: bool = field(default=False, metadata={"help": "build the Debian corpus at data_path if missing"})
+    tokenizer_path: str | None = field(default=None, metadata={"help": "a saved MarianTokenizer; trained if missing"})
+    vocab_size: int = field(default=8000, metadata={"help": "SentencePiece pieces when training a tokenizer"})
+    max_source_length: int = field(default=128, metadata={"help": "longer sources are truncated and counted"})
+    max_target_length: int = field(default=128, metadata={"help": "longer targets are truncated and counted"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training pairs"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N validation pairs"})
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "tokens per batch (fairseq --max-tokens); replaces per_device_train_batch_size"},
+    )
+
+
+@dataclass
+class ConvergenceArguments:
+    """The convergence clock."""
+
+    budget_seconds: float | None = field(
+        default=None, metadata={"help": "T-hat: stop after this many training seconds; AUCC integrates up to it"}
+    )
+    patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without a new peak"})
+    evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
+
+
+# --------------------------------------------------------------------------------------------
+# Data pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def tokenize_corpus(
+    corpus, tokenizer, source_lang: str, target_lang: str, max_source_length: int, max_target_length: int, stats: dict
+):
+    """Tokenize every split; truncation to the maximum lengths is counted in ``stats["truncated"]``."""
+
+    def encode(batch):
+        sources = [pair[source_lang] for pair in batch["translation"]]
+        targets = [pair[target_lang] for pair in batch["translation"]]
+        full = tokenizer(sources, text_target=targets)
+        features = tokenizer(sources, text_target=targets, max_length=max_source_length, truncation=True)
+        labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True)["input_ids"]
+        features["labels"] = labels
+        features["truncated"] = [
+            len(a) > max_source_length or len(b) > max_target_length for a, b in zip(full["input_ids"], full["labels"])
+        ]
+        return features
+
+    tokenized = {}
+    stats.setdefault("truncated", {})
+    for split, dataset in corpus.items():
+        columns = dataset.column_names
+        encoded = dataset.map(encode, batched=True, remove_columns=columns, desc=f"Tokenizing {split}")
+        stats["truncated"][split] = int(sum(encoded["truncated"]))
+        tokenized[split] = encoded.remove_columns("truncated")
+    if any(stats["truncated"].values()):
+        logger.warning("Truncated pairs longer than the maximum lengths: %s", stats["truncated"])
+    return tokenized
+
+
+class TokenBatchSampler(torch.utils.data.Sampler):
+    """Batches of at most ``max_tokens`` padded tokens, grouped by length (fairseq's ``--max-tokens``).
+
+    Pairs are sorted by length inside shuffled chunks, packed greedily, and the batches are
+    shuffled; the order depends only on ``seed`` and the epoch (``set_epoch``), so resuming works.
+    """
+
+    def __init__(self, lengths: list[int], max_tokens: int, seed: int = 0, shuffle: bool = True):
+        too_long = [i for i, n in enumerate(lengths) if n > max_tokens]
+        if too_long:
+            raise ValueError(
+                f"max_tokens={max_tokens} is smaller than {len(too_long)} examples (the longest has "
+                f"{max(lengths)} tokens); raise max_tokens or lower max_source_length/max_target_length."
+            )
+        self.lengths, self.max_tokens, self.seed, self.shuffle = lengths, max_tokens, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        chunk = 100 * max(1, self.max_tokens // max(1, max(self.lengths)))
+        batches, batch, longest = [], [], 0
+        for start in range(0, len(order), chunk):
+            for index in sorted(order[start : start + chunk], key=lambda i: self.lengths[i]):
+                longest_if_added = max(longest, self.lengths[index])
+                if batch and longest_if_added * (len(batch) + 1) > self.max_tokens:
+                    batches.append(batch)
+                    batch, longest_if_added = [], self.lengths[index]
+                batch.append(index)
+                longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` with optional token-budget batches.
+
+    The optimizer is the Trainer's own: it holds only parameters with ``requires_grad=True`` (so
+    reservoirs never enter it) and applies no weight decay to biases and LayerNorm weights.
+    """
+
+    def __init__(self, *args, max_tokens: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens = max_tokens
+
+    def get_train_dataloader(self):
+        if self.max_tokens is None:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
+        sampler = TokenBatchSampler(lengths, self.max_tokens, seed=self.args.seed)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)
+
+
+def build_compute_metrics(tokenizer):
+    """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
+    import numpy as np
+
+    def compute_metrics(eval_prediction):
+        predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
+        labels = np.where(labels == -100, tokenizer.pad_token_id, labels)
+        hypotheses = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+        references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        return corpus_scores(hypotheses, references)
+
+    return compute_metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Checks that run before any training
+# --------------------------------------------------------------------------------------------
+
+
+def check_tokenizer_matches_model(tokenizer, config: ReservoirMarianConfig) -> None:
+    """Refuse a tokenizer whose ids do not fit the model's embeddings or special tokens."""
+    vocab = len(tokenizer)
+    target_vocab = len(tokenizer.target_encoder) if getattr(tokenizer, "separate_vocabs", False) else vocab
+    problems = []
+    if vocab > config.vocab_size:
+        problems.append(f"the tokenizer has {vocab} source tokens but the model's vocab_size is {config.vocab_size}")
+    if target_vocab > config.decoder_vocab_size:
+        problems.append(
+            f"the tokenizer has {target_vocab} target tokens but decoder_vocab_size is {config.decoder_vocab_size}"
+        )
+    if tokenizer.pad_token_id != config.pad_token_id:
+        problems.append(f"pad ids differ (tokenizer {tokenizer.pad_token_id}, model {config.pad_token_id})")
+    if tokenizer.eos_token_id != config.eos_token_id:
+        problems.append(f"eos ids differ (tokenizer {tokenizer.eos_token_id}, model {config.eos_token_id})")
+    if problems:
+        raise ValueError(
+            "The tokenizer does not match the model: " + "; ".join(problems) + ". Use the tokenizer the model was "
+            "trained with, or train a new model from this tokenizer."
+        )
+
+
+LAYOUT_FIELDS = (
+    "encoder_layers",
+    "encoder_reservoir_layers",
+    "reservoir_type",
+    "reservoir_seed",
+    "reservoir_init",
+    "decoder_reservoir_layers",
+    "layernorm_position",
+)
+
+
+def check_resume_layout(checkpoint: str, config: ReservoirMarianConfig) -> None:
+    """Refuse to resume a checkpoint whose reservoir layout differs from the requested one."""
+    with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as handle:
+        saved = ReservoirMarianConfig(**{k: v for k, v in json.load(handle).items() if k not in ("auto_map",)})
+    changed = [
+        f"{f}: checkpoint {getattr(saved, f)!r}, now {getattr(config, f)!r}"
+        for f in LAYOUT_FIELDS
+        if getattr(saved, f) != getattr(config, f)
+    ]
+    if changed:
+        raise ValueError(
+            f"Refusing to resume from {checkpoint}: the reservoir layout changed ({'; '.join(changed)}). Resume with "
+            "the settings of the checkpoint, or start a new run in a new output_dir."
+        )
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_data(data_args: DataArguments, output_dir: str):
+    """Load (building first if asked) the corpus and the tokenizer; returns (corpus, tokenizer, stats)."""
+    from .corpus import build_corpus
+    from .data import load_parallel_corpus
+    from .tokenization import load_tokenizer, train_marian_tokenizer
+
+    if data_args.build_corpus and not os.path.exists(os.path.join(data_args.data_path, "stats.json")):
+        build_corpus(data_args.data_path)
+    stats: dict = {}
+    corpus = load_parallel_corpus(
+        data_args.data_path,
+        data_args.source_lang,
+        data_args.target_lang,
+        data_format=data_args.data_format,
+        hub_config=data_args.hub_config,
+        stats=stats,
+    )
+    if data_args.max_train_samples is not None:
+        corpus["train"] = corpus["train"].select(range(min(data_args.max_train_samples, len(corpus["train"]))))
+    if data_args.max_eval_samples is not None:
+        corpus["validation"] = corpus["validation"].select(
+            range(min(data_args.max_eval_samples, len(corpus["validation"])))
+        )
+    tokenizer_path = data_args.tokenizer_path or os.path.join(output_dir, "tokenizer")
+    if not os.path.exists(os.path.join(tokenizer_path, "vocab.json")):
+        train_marian_tokenizer(
+            corpus["train"],
+            data_args.source_lang,
+            data_args.target_lang,
+            tokenizer_path,
+            vocab_size=data_args.vocab_size,
+        )
+    tokenizer = load_tokenizer(tokenizer_path)
+    return corpus, tokenizer, stats
+
+
+def build_model(model_args: ModelArguments, tokenizer) -> ReservoirMarianMTModel:
+    """A new model sized from ``model_args`` with the tokenizer's vocabulary and special ids, or a saved one."""
+    if model_args.model_name_or_path:
+        model = ReservoirMarianMTModel.from_pretrained(model_args.model_name_or_path)
+    else:
+        separate = getattr(tokenizer, "separate_vocabs", False)
+        config = ReservoirMarianConfig(
+            vocab_size=len(tokenizer),
+            decoder_vocab_size=len(tokenizer.target_encoder) if separate else len(tokenizer),
+            share_encoder_decoder_embeddings=not separate,
+            pad_token_id=tokenizer.pad_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+            **model_args.config_kwargs(),
+        )
+        model = ReservoirMarianMTModel(config)
+    check_tokenizer_matches_model(tokenizer, model.config)
+    return model
+
+
+def format_summary(summary: dict) -> str:
+    return "\n".join(f"  {k:>24}: {v:.4g}" if isinstance(v, float) else f"  {k:>24}: {v}" for k, v in summary.items())
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: Seq2SeqTrainingArguments,
+    convergence_args: ConvergenceArguments,
+    callbacks: list | None = None,
+) -> dict:
+    """Train, evaluate and save; returns the final report (also written to ``results.json``).
+
+    Args:
+        model_args, data_args, training_args, convergence_args: the parsed arguments.
+        callbacks (`list[TrainerCallback]`, *optional*): extra callbacks for the Trainer.
+    """
+    from transformers import set_seed
+
+    # Validate the model settings before touching data: a bad config fails in a second.
+    ReservoirMarianConfig(**model_args.config_kwargs())
+    resume = training_args.resume_from_checkpoint
+    if resume in ("true", "True", "last", True):
+        resume = last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise ValueError(
+                f"resume_from_checkpoint asks for the last checkpoint, but {training_args.output_dir} "
+                "has none; drop the flag to start a new run."
+            )
+    set_seed(training_args.seed)
+    with training_args.main_process_first(desc="corpus and tokenizer"):  # other ranks reuse rank 0's files
+        corpus, tokenizer, data_stats = prepare_data(data_args, training_args.output_dir)
+    model = build_model(model_args, tokenizer)
+    if resume:
+        check_resume_layout(resume, model.config)
+    model.generation_config.max_length = data_args.max_target_length
+    model.generation_config.num_beams = training_args.generation_num_beams or 1
+    summary = model.parameter_summary()
+    if training_args.process_index == 0:
+        print(
+            f"Encoder layout {model.config.encoder_layout} ({model.config.encoder_reservoir_types or 'no reservoirs'}"
+            f"); parameters: {summary['total']['trainable']:,} trainable of {summary['total']['total']:,}"
+        )
+        for name, layer in model.reservoir_layers().items():
+            print(
+                f"  reservoir {name} ({layer.reservoir_type}): {sum(p.numel() for p in layer.parameters()):,} "
+                "frozen parameters"
+            )
+
+    tokenized = tokenize_corpus(
+        corpus,
+        tokenizer,
+        data_args.source_lang,
+        data_args.target_lang,
+        data_args.max_source_length,
+        data_args.max_target_length,
+        data_stats,
+    )
+    callback = ConvergenceCallback(budget_seconds=convergence_args.budget_seconds, patience=convergence_args.patience)
+    trainer = ReservoirSeq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        callbacks=[callback, *(callbacks or [])],
+        max_tokens=data_args.max_tokens,
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume or None)
+    report = {
+        "convergence": callback.summary(),
+        "data": data_stats,
+        "parameters": summary["total"],
+        "encoder_layout": model.config.encoder_layout,
+        "train_runtime_including_evaluation": train_output.metrics.get("train_runtime"),
+    }
+    best = trainer.state.best_model_checkpoint
+    report["best_checkpoint"] = best
+    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation")
+    report["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
+    if convergence_args.evaluate_test:
+        test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+        report["test"] = {k.removeprefix("test_"): v for k, v in test.items()}
+        if "source" in corpus["test"].column_names:
+            report["test_by_source"] = score_by_source(trainer, tokenized["test"], corpus["test"]["source"], tokenizer)
+    final_dir = os.path.join(training_args.output_dir, "model")
+    if trainer.is_world_process_zero():
+        trainer.save_model(final_dir)
+        tokenizer.save_pretrained(final_dir)
+        with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, default=str)
+            handle.write("\n")
+        conv = report["convergence"]
+        print("\n=== hf-reservoir results ===")
+        print(
+            f"  validation BLEU (best model): {report['validation'].get('bleu', float('nan')):.2f}  "
+            f"chrF {report['validation'].get('chrf', float('nan')):.2f}"
+        )
+        if "test" in report:
+            print(f"  test BLEU (best model):       {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
+        print(f"  peak validation BLEU:         {conv['peak_bleu']}")
+        print(f"  time to peak (training s):    {conv['time_to_peak_seconds']}")
+        print(
+            f"  AUCC:                          {conv['aucc_bleu_hours']:.4f} BLEU-hours "
+            f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_budget_seconds']:.0f} s)"
+        )
+        print(f"  saved model:                   {final_dir}")
+    report["model_dir"] = final_dir
+    return report
+
+
+def score_by_source(trainer, tokenized_test, sources, tokenizer) -> dict:
+    """Test BLEU per corpus source (help, ding, ui), from one generation pass."""
+    output = trainer.predict(tokenized_test, metric_key_prefix="bysource")
+    predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    import numpy as np
+
+    predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
+    labels = np.where(output.label_ids == -100, tokenizer.pad_token_id, output.label_ids)
+    hyps = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+    refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+    result = {}
+    for source in sorted(set(sources)):
+        idx = [i for i, s in enumerate(sources) if s == source]
+        result[source] = {"pairs": len(idx), **corpus_scores([hyps[i] for i in idx], [refs[i] for i in idx])}
+    return result
+
+
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "ConvergenceArguments",
+    "run_training",
+    "TokenBatchSampler",
+    "ReservoirSeq2SeqTrainer",
+]

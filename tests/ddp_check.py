@@ -1,0 +1,90 @@
+"""Run by test_ddp.py, either alone or under `accelerate launch --multi_gpu --num_processes 2`.
+
+Trains a tiny reservoir model for a few SGD steps on fixed-length synthetic pairs and writes,
+per rank, the logged losses and the reservoir and layer-0 weights.
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from transformers import Seq2SeqTrainingArguments, default_data_collator  # noqa: E402
+
+from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel  # noqa: E402
+from hf_reservoir.training import ReservoirSeq2SeqTrainer  # noqa: E402
+
+
+def main(out_dir: str, per_device_batch: int) -> None:
+    torch.manual_seed(0)
+    config = ReservoirMarianConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=5,
+        decoder_layers=1,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        max_position_embeddings=32,
+        pad_token_id=63,
+        decoder_start_token_id=63,
+        eos_token_id=0,
+        num_encoder_reservoir_layers=2,
+        reservoir_type=["bigru", "ffn"],
+        dropout=0.0,
+        layernorm_position="pre",
+    )
+    model = ReservoirMarianMTModel(config)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(1)
+    data = [
+        {
+            "input_ids": torch.randint(1, 60, (10,), generator=generator),
+            "attention_mask": torch.ones(10, dtype=torch.long),
+            "labels": torch.randint(1, 60, (8,), generator=generator),
+        }
+        for _ in range(64)
+    ]
+    args = Seq2SeqTrainingArguments(
+        output_dir=out_dir,
+        per_device_train_batch_size=per_device_batch,
+        max_steps=3,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=5,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,
+        data_seed=5,
+    )
+    trainer = ReservoirSeq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    trainer.train()
+    rank = args.process_index
+    final = dict(trainer.model.named_parameters())
+    reservoir = {n: p.detach() for n, p in final.items() if ".layers.1." in n or ".layers.3." in n}
+    record = {
+        "world_size": args.world_size,
+        "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+        "reservoir_unchanged": all(torch.equal(initial[n], p) for n, p in reservoir.items()),
+        "layer0_changed": not torch.equal(
+            initial["model.encoder.layers.0.fc1.weight"], final["model.encoder.layers.0.fc1.weight"].detach()
+        ),
+    }
+    torch.save(
+        {"reservoir": reservoir, "layer0": final["model.encoder.layers.0.fc1.weight"].detach()},
+        os.path.join(out_dir, f"weights_rank{rank}.pt"),
+    )
+    with open(os.path.join(out_dir, f"record_rank{rank}.json"), "w") as handle:
+        json.dump(record, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

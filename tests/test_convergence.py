@@ -1,0 +1,175 @@
+import json
+import time
+
+import pytest
+import torch
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from hf_reservoir.convergence import ConvergenceCallback, aucc
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def drive(callback, clock, script, args):
+    """Run the callback through steps. `script` items: ("step", seconds) or ("eval", seconds, bleu)."""
+    state, control = TrainerState(), TrainerControl()
+    state.is_world_process_zero = True
+    callback.on_train_begin(args, state, control)
+    callback.on_epoch_begin(args, state, control)
+    for item in script:
+        if item[0] == "step":
+            callback.on_step_begin(args, state, control)
+            clock.now += item[1]
+            state.global_step += 1
+            state.epoch = state.global_step / 10
+            callback.on_step_end(args, state, control)
+        elif item[0] == "eval":
+            clock.now += item[1]  # evaluation time, which must not count
+            callback.on_evaluate(args, state, control, metrics={"eval_bleu": item[2], "eval_chrf": 1.0})
+        elif item[0] == "epoch":
+            callback.on_epoch_end(args, state, control)
+            callback.on_epoch_begin(args, state, control)
+        if control.should_training_stop:
+            break
+    return state, control
+
+
+@pytest.fixture
+def args(tmp_path):
+    return TrainingArguments(output_dir=str(tmp_path), report_to="none")
+
+
+def test_aucc_by_hand():
+    # (0,0) -> (10,5) -> (20,15) -> (30,12), held to 40: 25 + 100 + 135 + 120 = 380 BLEU-seconds.
+    assert aucc([(10, 5), (20, 15), (30, 12)], 40) == pytest.approx(380)
+    # A budget inside the curve interpolates: up to 25 s the last segment adds 5 * (15 + 13.5) / 2.
+    assert aucc([(10, 5), (20, 15), (30, 12)], 25) == pytest.approx(25 + 100 + 71.25)
+    with pytest.raises(ValueError, match="budget_seconds"):
+        aucc([(1, 1)], 0)
+
+
+def test_time_to_peak_and_aucc_from_the_callback(args):
+    clock = FakeClock()
+    callback = ConvergenceCallback(budget_seconds=40, clock=clock)
+    script = [
+        ("step", 5),
+        ("step", 5),
+        ("eval", 100, 5.0),
+        ("step", 10),
+        ("eval", 100, 15.0),
+        ("epoch",),
+        ("step", 10),
+        ("eval", 100, 12.0),
+    ]
+    drive(callback, clock, script, args)
+    summary = callback.summary()
+    assert summary["peak_bleu"] == 15.0
+    assert summary["time_to_peak_seconds"] == pytest.approx(20)
+    assert summary["step_at_peak"] == 3
+    assert summary["train_seconds"] == pytest.approx(30)  # 300 s of evaluation excluded
+    assert summary["aucc_bleu_hours"] == pytest.approx(380 / 3600)
+    assert summary["aucc_normalized"] == pytest.approx(380 / 40)
+    assert callback.record.epoch_seconds == [pytest.approx(20)]
+    assert summary["seconds_per_epoch"] == pytest.approx(20)
+
+
+def test_budget_stop(args):
+    clock = FakeClock()
+    callback = ConvergenceCallback(budget_seconds=25, clock=clock)
+    state, control = drive(callback, clock, [("step", 10)] * 10, args)
+    assert control.should_training_stop and control.should_evaluate
+    assert state.global_step == 3 and callback.record.stopped_by == "budget"
+
+
+def test_patience_stop(args):
+    clock = FakeClock()
+    callback = ConvergenceCallback(patience=2, clock=clock)
+    script = [
+        ("step", 1),
+        ("eval", 1, 5.0),
+        ("step", 1),
+        ("eval", 1, 7.0),
+        ("step", 1),
+        ("eval", 1, 6.0),
+        ("step", 1),
+        ("eval", 1, 7.0),
+        ("step", 1),
+        ("eval", 1, 9.0),
+    ]
+    state, control = drive(callback, clock, script, args)
+    assert control.should_training_stop and callback.record.stopped_by == "patience"
+    assert [e["bleu"] for e in callback.record.evaluations] == [5.0, 7.0, 6.0, 7.0]  # a tie is not a new peak
+
+
+def test_bad_callback_arguments():
+    with pytest.raises(ValueError, match="budget_seconds"):
+        ConvergenceCallback(budget_seconds=0)
+    with pytest.raises(ValueError, match="patience"):
+        ConvergenceCallback(patience=0)
+
+
+def test_state_round_trips_through_trainer_state(args, tmp_path):
+    clock = FakeClock()
+    callback = ConvergenceCallback(clock=clock)
+    state, _ = drive(callback, clock, [("step", 4), ("eval", 50, 3.0), ("step", 4)], args)
+    state.stateful_callbacks["ConvergenceCallback"] = callback.state()
+    state.save_to_json(str(tmp_path / "trainer_state.json"))
+    restored_state = TrainerState.load_from_json(str(tmp_path / "trainer_state.json"))
+    resumed = ConvergenceCallback(clock=clock)
+    resumed.on_train_begin(args, restored_state, TrainerControl())
+    assert resumed.record.train_seconds == pytest.approx(8)
+    assert resumed.record.evaluations == callback.record.evaluations
+
+
+def test_evaluation_time_is_excluded_in_a_real_trainer(tmp_path):
+    """A slow evaluation (0.4 s each, 5 times) must not enter the training clock."""
+    from transformers import Trainer
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):
+            loss = ((self.linear(x).squeeze(-1) - labels) ** 2).mean()
+            return {"loss": loss, "logits": self.linear(x)}
+
+    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
+
+    def slow_metrics(_):
+        time.sleep(0.4)
+        return {"bleu": 1.0}
+
+    callback = ConvergenceCallback()
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=10,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=Tiny(),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data[:4],
+        compute_metrics=slow_metrics,
+        callbacks=[callback],
+    )
+    output = trainer.train()
+    summary = callback.summary()
+    assert summary["num_evaluations"] == 5
+    assert output.metrics["train_runtime"] > 2.0  # the Trainer's own runtime includes evaluation
+    assert summary["train_seconds"] < output.metrics["train_runtime"] - 1.8
+    written = json.loads((tmp_path / "convergence.json").read_text())
+    assert written["summary"]["num_evaluations"] == 5 and (tmp_path / "convergence.png").exists()

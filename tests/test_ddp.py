@@ -1,0 +1,68 @@
+"""Real 2-process DDP on CPU (gloo) through `accelerate launch`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import REPO_ROOT
+
+SCRIPT = os.path.join(REPO_ROOT, "tests", "ddp_check.py")
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_two_process_cpu_ddp_matches_one_process(tmp_path):
+    accelerate = shutil.which("accelerate")
+    assert accelerate, "accelerate's launcher is not on PATH"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    ddp_dir.mkdir()
+    single_dir.mkdir()
+    launched = subprocess.run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29517",
+            SCRIPT,
+            str(ddp_dir),
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, SCRIPT, str(single_dir), "8"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    records = [json.loads((ddp_dir / f"record_rank{r}.json").read_text()) for r in (0, 1)]
+    reference = json.loads((single_dir / "record_rank0.json").read_text())
+    assert records[0]["world_size"] == 2 and reference["world_size"] == 1
+    for record in records:
+        assert record["reservoir_unchanged"] and record["layer0_changed"]
+    # Same global batch (2 x 4 vs 1 x 8), SGD: the losses agree only if nothing is scaled by the process count.
+    assert len(records[0]["losses"]) == 3
+    for ddp_loss, single_loss in zip(records[0]["losses"], reference["losses"]):
+        assert ddp_loss == pytest.approx(single_loss, rel=1e-4)
+    weights = [torch.load(ddp_dir / f"weights_rank{r}.pt") for r in (0, 1)]
+    for name, tensor in weights[0]["reservoir"].items():
+        assert torch.equal(tensor, weights[1]["reservoir"][name])
+    torch.testing.assert_close(weights[0]["layer0"], weights[1]["layer0"])

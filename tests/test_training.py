@@ -1,0 +1,213 @@
+"""Training: the script's checks, end to end on the real corpus, and exact resume."""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from hf_reservoir.training import (
+    ConvergenceArguments,
+    DataArguments,
+    ModelArguments,
+    TokenBatchSampler,
+    check_resume_layout,
+    check_tokenizer_matches_model,
+    run_training,
+)
+
+from .conftest import REPO_ROOT, tiny_config
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "training"))
+import train as train_script  # noqa: E402
+
+TINY_MODEL = dict(
+    d_model=64,
+    encoder_layers=5,
+    decoder_layers=1,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    num_encoder_reservoir_layers=2,
+    reservoir_type=["ffn"],
+    layernorm_position="pre",
+    dropout=0.0,
+    max_position_embeddings=128,
+)
+
+
+def tiny_args(corpus_dir, tokenizer_dir, output_dir, **training):
+    from transformers import Seq2SeqTrainingArguments
+
+    model_args = ModelArguments(**TINY_MODEL)
+    data_args = DataArguments(
+        data_path=str(corpus_dir),
+        tokenizer_path=str(tokenizer_dir),
+        max_train_samples=3000,
+        max_eval_samples=60,
+        max_source_length=48,
+        max_target_length=48,
+    )
+    settings = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=3e-3,
+        lr_scheduler_type="inverse_sqrt",
+        warmup_steps=30,
+        max_steps=300,
+        eval_strategy="steps",
+        eval_steps=100,
+        save_strategy="steps",
+        save_steps=100,
+        predict_with_generate=True,
+        generation_max_length=48,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=50,
+        seed=3,
+        adam_beta2=0.98,
+        label_smoothing_factor=0.1,
+        metric_for_best_model="bleu",
+        load_best_model_at_end=True,
+        save_total_limit=None,
+    )
+    settings.update(training)
+    return model_args, data_args, Seq2SeqTrainingArguments(**settings), ConvergenceArguments(evaluate_test=False)
+
+
+def test_bad_reservoir_type_in_a_config_file_fails_before_training(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path}/out\nreservoir_type: lstm\nnum_encoder_reservoir_layers: 2\n"
+        f"data_path: {tmp_path}/nowhere\n"
+    )
+    assert train_script.main([str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "reservoir_type" in err and "lstm" in err and not (tmp_path / "out").exists()
+
+
+def test_missing_data_path_fails_before_training(tmp_path, capsys):
+    assert train_script.main(["--output_dir", str(tmp_path / "out"), "--data_path", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "prepare_data.py" in err
+
+
+def test_unknown_flag(tmp_path):
+    with pytest.raises(SystemExit, match="unknown arguments"):
+        train_script.parse(["--output_dir", str(tmp_path), "--reservoir_flavour", "x"])
+
+
+def test_config_file_flags_are_overridden_by_the_command_line(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"output_dir": "a", "reservoir_type": ["ffn", "cnn"], "d_model": 128}))
+    model_args, _, training_args, _ = train_script.parse([str(config), "--d_model", "64"])
+    assert model_args.d_model == 64 and model_args.reservoir_type == ["ffn", "cnn"]
+    assert training_args.output_dir == "a"
+
+
+def test_tokenizer_vocabulary_mismatch_is_refused():
+    class FakeTokenizer:
+        pad_token_id, eos_token_id = 95, 0
+
+        def __len__(self):
+            return 500
+
+    with pytest.raises(ValueError, match="500 source tokens but the model's vocab_size is 96"):
+        check_tokenizer_matches_model(FakeTokenizer(), tiny_config())
+
+
+def test_resume_with_a_changed_layout_is_refused(tmp_path):
+    tiny_config(num_encoder_reservoir_layers=2).save_pretrained(tmp_path)
+    check_resume_layout(str(tmp_path), tiny_config(num_encoder_reservoir_layers=2))
+    with pytest.raises(ValueError, match="Refusing to resume") as excinfo:
+        check_resume_layout(str(tmp_path), tiny_config(num_encoder_reservoir_layers=3))
+    assert "encoder_reservoir_layers" in str(excinfo.value)
+
+
+def test_token_batch_sampler():
+    lengths = [5, 30, 12, 7, 7, 29, 3, 16] * 20
+    sampler = TokenBatchSampler(lengths, max_tokens=64, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in b) * len(b) <= 64 for b in batches)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches and list(TokenBatchSampler(lengths, 64, seed=1)) == batches
+    with pytest.raises(ValueError, match="max_tokens=20"):
+        TokenBatchSampler(lengths, max_tokens=20)
+
+
+def test_optimizer_holds_trainable_parameters_only(tmp_path):
+    from transformers import Seq2SeqTrainingArguments
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+
+    model = ReservoirMarianMTModel(tiny_config(num_encoder_reservoir_layers=2, reservoir_type="bigru"))
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), weight_decay=0.1, report_to="none", use_cpu=True)
+    trainer = ReservoirSeq2SeqTrainer(model=model, args=args)
+    optimizer = trainer.create_optimizer()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+    no_decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(n.endswith("bias") or "layer_norm" in n for n in no_decay)
+    assert all(not n.endswith("bias") and "layer_norm" not in n for n in decay) and decay
+
+
+@pytest.mark.slow
+def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from hf_reservoir.tokenization import load_tokenizer
+
+    report = run_training(*tiny_args(corpus_dir, tokenizer_dir, tmp_path / "run"))
+    evaluations = json.loads((tmp_path / "run" / "convergence.json").read_text())["evaluations"]
+    assert [e["step"] for e in evaluations] == [100, 200, 300]
+    assert max(e["bleu"] for e in evaluations[1:]) > evaluations[0]["bleu"]
+    assert report["convergence"]["peak_bleu"] == max(e["bleu"] for e in evaluations)
+    assert (tmp_path / "run" / "convergence.png").exists() and (tmp_path / "run" / "results.json").exists()
+    model = AutoModelForSeq2SeqLM.from_pretrained(report["model_dir"]).eval()
+    assert not any(p.requires_grad for p in model.model.encoder.layers[1].parameters())
+    tokenizer = load_tokenizer(report["model_dir"])
+    inputs = tokenizer(["Wählen Sie Extras - Optionen."], return_tensors="pt")
+    text = tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0], skip_special_tokens=True)
+    assert isinstance(text, str) and text.strip()
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_curve(corpus_dir, tokenizer_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    common = dict(max_steps=60, eval_steps=20, save_steps=20, warmup_steps=10, load_best_model_at_end=False)
+    full = run_training(*tiny_args(corpus_dir, tokenizer_dir, tmp_path / "full", **common))
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 30:
+                raise KeyboardInterrupt("simulated interruption after the checkpoint at step 20")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(*tiny_args(corpus_dir, tokenizer_dir, tmp_path / "split", **common), callbacks=[Crash()])
+    resumed = run_training(
+        *tiny_args(corpus_dir, tokenizer_dir, tmp_path / "split", resume_from_checkpoint="last", **common)
+    )
+
+    def curve(run):
+        return json.loads((tmp_path / run / "convergence.json").read_text())["evaluations"]
+
+    assert [e["step"] for e in curve("split")] == [e["step"] for e in curve("full")] == [20, 40, 60]
+    assert [e["bleu"] for e in curve("split")] == [e["bleu"] for e in curve("full")]
+    for a, b in zip(curve("split"), curve("full")):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    assert resumed["convergence"]["num_evaluations"] == 3
+    # The resumed clock continued the first run's clock instead of starting at zero.
+    assert curve("split")[0]["train_seconds"] < curve("split")[1]["train_seconds"]
+    assert full["validation"]["bleu"] == pytest.approx(resumed["validation"]["bleu"])
+    torch.testing.assert_close(
+        torch.tensor(full["validation"]["loss"]), torch.tensor(resumed["validation"]["loss"]), atol=1e-5, rtol=0
+    )
