@@ -22,7 +22,9 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "jinja2>=3",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["hf-reservoir=hf_reservoir.cli:main"]},
     license="Apache-2.0",
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 
 import torch
 from torch import nn
@@ -338,7 +339,15 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 init.copy_(param, reservoir_parameter_value(self.config, module, name, param).to(param.dtype))
             return
         super()._init_weights(module)
-        if isinstance(module, LightweightConv):
+        if isinstance(module, nn.Embedding) and not isinstance(module, MarianSinusoidalPositionalEmbedding):
+            if self.config.scale_embedding:
+                # fairseq's transformer: N(0, d^-1/2), so that after the sqrt(d) scale token
+                # embeddings have unit variance, like the sinusoidal positions. Marian's 0.02
+                # leaves them at 0.3 and measurably slows training from scratch.
+                init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
+                if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                    init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, LightweightConv):
             init.normal_(module.weight, mean=0.0, std=self.config.init_std)
         elif isinstance(module, nn.GRU):
             bound = 1.0 / math.sqrt(module.hidden_size)
@@ -359,15 +368,134 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             layer.requires_grad_(False)
 
     def post_init(self) -> None:
+        if self.config.reservoir_storage == "seed":
+            # Seed-only checkpoints leave reservoir tensors out on purpose: not a "missing key".
+            self._keys_to_ignore_on_load_missing = [*(self._keys_to_ignore_on_load_missing or [])] + [
+                rf"{stack}\.layers\.({'|'.join(map(str, layers))})\."
+                for stack, layers in (
+                    ("encoder", self.config.encoder_reservoir_layers),
+                    ("decoder", self.config.decoder_reservoir_layers),
+                )
+                if layers
+            ]
         super().post_init()
         self.freeze_reservoirs()
 
+    def reservoir_checksums(self) -> dict[str, str]:
+        """SHA-256 of each reservoir layer's tensors (float32, by parameter name)."""
+        checksums = {}
+        for layer_id, layer in sorted(self.reservoir_layers().items()):
+            digest = hashlib.sha256()
+            for name, param in sorted(layer.named_parameters()):
+                digest.update(name.encode())
+                digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            checksums[layer_id] = digest.hexdigest()
+        return checksums
+
+    def save_pretrained(self, save_directory, *args, reservoir_storage: str | None = None, **kwargs):
+        """Save like [`PreTrainedModel.save_pretrained`], optionally without the reservoir tensors.
+
+        Args:
+            reservoir_storage (`str`, *optional*): ``"seed"`` leaves every reservoir tensor out of the
+                weights file and records ``reservoir_seed`` plus one checksum per reservoir layer in
+                the config; `from_pretrained` regenerates and verifies them. ``"weights"`` stores
+                them like any other tensor. Defaults to ``config.reservoir_storage``.
+        """
+        storage = reservoir_storage or self.config.reservoir_storage
+        if storage not in ("weights", "seed"):
+            raise ValueError(f"reservoir_storage={reservoir_storage!r} is not supported; use 'weights' or 'seed'.")
+        saved_fields = (self.config.reservoir_storage, self.config.reservoir_checksums)
+        if storage == "seed":
+            expected = self._regenerated_checksums()
+            actual = self.reservoir_checksums()
+            changed = sorted(k for k in actual if expected.get(k) != actual[k])
+            if changed:
+                raise ValueError(
+                    f"Reservoir layers {changed} no longer equal what reservoir_seed={self.config.reservoir_seed} "
+                    "generates (they were loaded or edited), so a seed cannot describe them; save with "
+                    "reservoir_storage='weights'."
+                )
+            prefixes = tuple(f"{name}." for name, m in self.named_modules() if getattr(m, "is_reservoir", False))
+            kwargs["state_dict"] = {
+                k: v for k, v in (kwargs.get("state_dict") or self.state_dict()).items() if not k.startswith(prefixes)
+            }
+            self.config.reservoir_storage, self.config.reservoir_checksums = "seed", actual
+        else:
+            self.config.reservoir_storage, self.config.reservoir_checksums = "weights", None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.reservoir_storage, self.config.reservoir_checksums = saved_fields
+
+    def _regenerated_checksums(self) -> dict[str, str]:
+        """The checksums that this config's seed produces, computed on a fresh CPU copy of each layer."""
+        fresh = {}
+        for layer_id, layer in self.reservoir_layers().items():
+            copy = {}
+            for module_name, module in layer.named_modules():
+                if getattr(module, "_reservoir_tag", None) is None:
+                    continue
+                for name, param in module.named_parameters(recurse=False):
+                    value = reservoir_parameter_value(self.config, module, name, param).to(param.dtype)
+                    copy[f"{module_name}.{name}" if module_name else name] = value
+            digest = hashlib.sha256()
+            for name, value in sorted(copy.items()):
+                digest.update(name.encode())
+                digest.update(value.to(torch.float32).contiguous().numpy().tobytes())
+            fresh[layer_id] = digest.hexdigest()
+        return fresh
+
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_pickle: bool = False, **kwargs):
+        """Load like [`PreTrainedModel.from_pretrained`], then re-freeze the reservoirs.
+
+        ``from_pretrained`` turns ``requires_grad`` back on for every loaded weight, so the
+        reservoirs are frozen again here. Seed-only checkpoints regenerate their reservoirs from
+        ``reservoir_seed`` and must match the recorded checksums. Pickle weights
+        (``pytorch_model.bin``) are refused unless ``allow_pickle=True``.
+        """
+        path = str(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            names = set(os.listdir(path))
+            has_safetensors = any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names)
+            if not has_safetensors and any(n.endswith((".bin", ".pt", ".pth")) for n in names) and not allow_pickle:
+                raise ValueError(
+                    f"{path} holds pickle weights and no safetensors file. Unpickling can run arbitrary code, so it "
+                    "is refused; pass allow_pickle=True only if you trust the file, then re-save it as safetensors."
+                )
+            if has_safetensors and not allow_pickle:
+                kwargs.setdefault("use_safetensors", True)
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if "safetensors" in type(error).__module__ or "deserializ" in str(error).lower():
+                raise ValueError(
+                    f"Could not read the weights in {path}: {error}. The file is damaged or truncated; download or "
+                    "copy it again."
+                ) from error
+            raise
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_reservoirs()
+        if model.config.reservoir_storage == "seed":
+            model._verify_reservoir_checksums()
         return loaded
+
+    def _verify_reservoir_checksums(self) -> None:
+        recorded = self.config.reservoir_checksums or {}
+        actual = self.reservoir_checksums()
+        if set(recorded) != set(actual):
+            raise ValueError(
+                f"The config records reservoir checksums for {sorted(recorded)} but the model has reservoir layers "
+                f"{sorted(actual)}; the config was edited. Restore the original config.json."
+            )
+        bad = sorted(k for k in actual if actual[k] != recorded[k])
+        if bad:
+            raise ValueError(
+                f"The reservoir layers {bad} regenerated from reservoir_seed={self.config.reservoir_seed} do not "
+                f"match the checksums recorded at save time (torch {torch.__version__}). The seed or the checksums "
+                "were edited, or this torch/LAPACK build draws different numbers; load a copy saved with "
+                "reservoir_storage='weights' instead. No weights were loaded silently."
+            )
 
     def parameter_summary(self) -> dict[str, dict[str, int]]:
         """Trainable and total parameter counts per layer, plus ``"total"``.

@@ -17,6 +17,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTraining
 from .configuration_reservoir import ReservoirMarianConfig
 from .convergence import ConvergenceCallback
 from .metrics import corpus_scores
+from .model_card import describe_hardware, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
 
 logger = logging.getLogger(__name__)
@@ -426,6 +427,12 @@ def run_training(
         "parameters": summary["total"],
         "encoder_layout": model.config.encoder_layout,
         "train_runtime_including_evaluation": train_output.metrics.get("train_runtime"),
+        "source_lang": data_args.source_lang,
+        "target_lang": data_args.target_lang,
+        "data_source": {"name": data_args.data_path, "config": data_args.hub_config},
+        "corpus_stats": _corpus_stats(data_args.data_path),
+        "hardware": describe_hardware(),
+        "training": training_facts(training_args, data_args, trainer),
     }
     best = trainer.state.best_model_checkpoint
     report["best_checkpoint"] = best
@@ -443,6 +450,10 @@ def run_training(
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2, default=str)
             handle.write("\n")
+        repo_id = (
+            training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
+        )
+        write_model_card(final_dir, training_args.output_dir, repo_id)
         conv = report["convergence"]
         print("\n=== hf-reservoir results ===")
         print(
@@ -460,6 +471,35 @@ def run_training(
         print(f"  saved model:                   {final_dir}")
     report["model_dir"] = final_dir
     return report
+
+
+def _corpus_stats(data_path: str) -> dict | None:
+    path = os.path.join(data_path, "stats.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
+    """The settings a model card reports."""
+    args = training_args
+    batch = (
+        f"{data_args.max_tokens} tokens"
+        if data_args.max_tokens
+        else f"{args.per_device_train_batch_size} pairs x {args.world_size} processes"
+    )
+    return {
+        "optimizer": f"{args.optim} (betas {args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay}",
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": f"{args.lr_scheduler_type}, {args.warmup_steps} warm-up steps",
+        "batch": batch,
+        "label_smoothing": args.label_smoothing_factor,
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "seed": args.seed,
+    }
 
 
 def score_by_source(trainer, tokenized_test, sources, tokenizer) -> dict:

@@ -1,0 +1,202 @@
+"""Model cards generated from what training measured (never typed by hand).
+
+Training writes ``results.json`` (convergence summary, scores, data statistics, parameter counts)
+and ``convergence.png``; :func:`write_model_card` renders them through
+``model_cards/template.md`` with ``huggingface_hub``'s ``ModelCard``/``ModelCardData``/``EvalResult``,
+so the ``model-index`` metadata is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+
+import torch
+
+TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card_template.md")
+DEBIAN_CORPUS_NAME = "hf-reservoir Debian de-en (LibreOffice help + UI, Ding)"
+
+
+@dataclass
+class ModelCardFacts:
+    """Everything a card states, gathered from a finished run."""
+
+    repo_id: str
+    config: dict
+    results: dict
+    training: dict = field(default_factory=dict)
+    corpus_stats: dict | None = None
+    dataset_name: str = DEBIAN_CORPUS_NAME
+    hardware: str = ""
+    plot_file: str = "convergence.png"
+    example_source: str = "Wählen Sie Extras - Optionen."
+
+    @classmethod
+    def from_run(cls, run_dir: str, model_dir: str, repo_id: str) -> ModelCardFacts:
+        """Read ``results.json`` from ``run_dir`` and ``config.json`` from ``model_dir``."""
+        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
+            results = json.load(handle)
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+        corpus_stats = results.get("corpus_stats")
+        data = results.get("data_source", {})
+        name = DEBIAN_CORPUS_NAME if corpus_stats else data.get("name", "unknown")
+        return cls(
+            repo_id=repo_id,
+            config=config,
+            results=results,
+            training=results.get("training", {}),
+            corpus_stats=corpus_stats,
+            dataset_name=name,
+            hardware=results.get("hardware", ""),
+        )
+
+
+def describe_hardware() -> str:
+    """The machine a run used, for the card: CPU threads or GPU name, and the torch version."""
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"{device}, torch {torch.__version__}"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _minutes(seconds) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
+def build_model_card(facts: ModelCardFacts):
+    """Render the card; returns a ``huggingface_hub.ModelCard``."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    config, results = facts.config, facts.results
+    languages = [results.get("source_lang", "de"), results.get("target_lang", "en")]
+    eval_results = []
+    score_rows = []
+    for split in ("validation", "test"):
+        scores = results.get(split) or {}
+        if "bleu" not in scores:
+            continue
+        score_rows.append({"split": split, "bleu": _fmt(scores["bleu"]), "chrf": _fmt(scores.get("chrf"))})
+        for metric in ("bleu", "chrf"):
+            if metric in scores:
+                eval_results.append(
+                    EvalResult(
+                        task_type="translation",
+                        task_name="Translation",
+                        dataset_type=facts.dataset_name,
+                        dataset_name=facts.dataset_name,
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_name=metric.upper() if metric == "bleu" else "chrF",
+                        metric_value=round(float(scores[metric]), 2),
+                    )
+                )
+    for source, scores in sorted((results.get("test_by_source") or {}).items()):
+        score_rows.append(
+            {
+                "split": f"test ({source}, {scores['pairs']} pairs)",
+                "bleu": _fmt(scores["bleu"]),
+                "chrf": _fmt(scores["chrf"]),
+            }
+        )
+    card_data = ModelCardData(
+        language=languages,
+        license="other",
+        license_name="training-data-licences",
+        license_link="LICENSE",
+        library_name="transformers",
+        pipeline_tag="translation",
+        tags=["translation", "reservoir-transformer", "marian", "hf-reservoir"],
+        datasets=[facts.dataset_name] if not facts.corpus_stats else None,
+        metrics=["bleu", "chrf"],
+        model_name=facts.repo_id,
+        eval_results=eval_results or None,
+    )
+    reservoir_layers = config.get("encoder_reservoir_layers") or []
+    types = config.get("reservoir_type")
+    types = [types] * len(reservoir_layers) if isinstance(types, str) else (types or [])
+    convergence = results.get("convergence", {})
+    parameters = results.get("parameters", {})
+    training = facts.training
+    setup_lines = [f"- {key}: `{value}`" for key, value in sorted(training.items())]
+    setup_lines.append(f"- hardware: {facts.hardware or 'n/a'}")
+    if facts.corpus_stats:
+        stats = facts.corpus_stats
+        lines = [
+            "Built offline from Debian packages by `hf_reservoir.corpus.build_corpus` (the text is not",
+            "redistributed; the builder fetches it on the user's machine):",
+            "",
+            "| package | version |",
+            "|---|---|",
+            *[f"| `{p}` | {v} |" for p, v in stats.get("packages", {}).items()],
+            "",
+            "| source | licence | pairs kept |",
+            "|---|---|---|",
+            *[
+                f"| {s} | {lic} | {stats.get('kept', {}).get(s, 'n/a')} |"
+                for s, lic in stats.get("licenses", {}).items()
+            ],
+            "",
+            f"Split sizes: {stats.get('splits')}. The weights are derived from MPL-2.0 and GPL-2.0-or-later "
+            "text; check these licences before redistributing them.",
+        ]
+        data_description = "\n".join(lines)
+    else:
+        data_description = f"Data set: `{facts.dataset_name}`."
+    placeholders = {
+        "model_name": facts.repo_id.split("/")[-1],
+        "repo_id": facts.repo_id,
+        "encoder_layout": "".join(
+            "R" if i in reservoir_layers else "L" for i in range(config.get("encoder_layers", 0))
+        ),
+        "reservoir_types": ", ".join(f"layer {i}: {t}" for i, t in zip(reservoir_layers, types)) or "none",
+        "reservoir_init": config.get("reservoir_init"),
+        "reservoir_seed": config.get("reservoir_seed"),
+        "layernorm_position": config.get("layernorm_position"),
+        "decoder_layers": config.get("decoder_layers"),
+        "decoder_layout": "".join(
+            "R" if i in (config.get("decoder_reservoir_layers") or []) else "L"
+            for i in range(config.get("decoder_layers", 0))
+        ),
+        "trainable_parameters": f"{parameters.get('trainable', 0):,}",
+        "total_parameters": f"{parameters.get('total', 0):,}",
+        "reservoir_storage": config.get("reservoir_storage", "weights"),
+        "hardware": facts.hardware or "n/a",
+        "score_rows": score_rows,
+        "peak_bleu": _fmt(convergence.get("peak_bleu")),
+        "time_to_peak": _minutes(convergence.get("time_to_peak_seconds")),
+        "step_at_peak": _fmt(convergence.get("step_at_peak")),
+        "seconds_per_epoch": _fmt(convergence.get("seconds_per_epoch"), 0),
+        "aucc_budget": _minutes(convergence.get("aucc_budget_seconds")),
+        "aucc_bleu_hours": _fmt(convergence.get("aucc_bleu_hours"), 4),
+        "aucc_normalized": _fmt(convergence.get("aucc_normalized")),
+        "plot_file": facts.plot_file,
+        "training_setup": "\n".join(setup_lines),
+        "example_source": facts.example_source,
+        "data_description": data_description,
+    }
+    return ModelCard.from_template(card_data, template_path=TEMPLATE_PATH, **placeholders)
+
+
+def write_model_card(model_dir: str, run_dir: str, repo_id: str) -> str:
+    """Write ``README.md`` (the card) and ``convergence.png`` into ``model_dir``; return the card path."""
+    facts = ModelCardFacts.from_run(run_dir, model_dir, repo_id)
+    card = build_model_card(facts)
+    plot = os.path.join(run_dir, "convergence.png")
+    if os.path.exists(plot) and os.path.abspath(plot) != os.path.abspath(os.path.join(model_dir, facts.plot_file)):
+        shutil.copyfile(plot, os.path.join(model_dir, facts.plot_file))
+    path = os.path.join(model_dir, "README.md")
+    card.save(path)
+    return path
