@@ -13,6 +13,7 @@ RESERVOIR_PLACEMENTS = ("alternating", "bottom", "top", "middle")
 RESERVOIR_INITS = ("orthogonal", "default")
 LAYERNORM_POSITIONS = ("post", "pre")
 RESERVOIR_STORAGES = ("weights", "seed")
+BACKSKIP_MODES = ("exact", "identity", "learned")
 
 
 def place_reservoir_layers(num_layers: int, num_reservoirs: int, placement: str = "alternating") -> list[int]:
@@ -118,6 +119,22 @@ class ReservoirMarianConfig(MarianConfig):
             regenerates them from `reservoir_seed` at load time, verified by `reservoir_checksums`.
         reservoir_checksums (`dict[str, str]`, *optional*):
             SHA-256 per reservoir layer (`"encoder.2"`), written by `save_pretrained` in seed mode.
+        backskip_mode (`str`, defaults to `"exact"`):
+            How the gradient reaches the layers below an encoder reservoir (paper section 3.2,
+            "backskipping"): `exact` backpropagates through the frozen layer; `identity` passes the
+            output gradient straight through (as if the layer were its residual path alone);
+            `learned` maps it through a trainable predictor (identity plus a linear or low-rank
+            correction), regressed onto the true gradient on the steps that compute it.
+        backskip_warmup_steps (`int`, defaults to 1000):
+            Steps with true gradients before any skipping.
+        backskip_anneal_factor (`float`, defaults to 0.999):
+            After warm-up the skip probability is `1 - factor ** (step - warmup + 1)`: it anneals
+            towards 1 (always skip) faster for smaller factors. 0 skips on every step after warm-up.
+        backskip_predictor_rank (`int`, defaults to 0):
+            Rank of the learned predictor's correction; 0 means a full `d_model x d_model` matrix.
+        backskip_export_predictor (`bool`, defaults to `True`):
+            Whether `save_pretrained` keeps the learned predictor (needed to resume training, not
+            for inference).
 
     Example:
         >>> config = ReservoirMarianConfig(encoder_layers=7, num_encoder_reservoir_layers=2)
@@ -138,6 +155,11 @@ class ReservoirMarianConfig(MarianConfig):
     reservoir_cnn_kernel_size: int = 3
     reservoir_storage: str = "weights"
     reservoir_checksums: dict[str, str] | None = None
+    backskip_mode: str = "exact"
+    backskip_warmup_steps: int = 1000
+    backskip_anneal_factor: float = 0.999
+    backskip_predictor_rank: int = 0
+    backskip_export_predictor: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -149,16 +171,28 @@ class ReservoirMarianConfig(MarianConfig):
             ("reservoir_init", RESERVOIR_INITS),
             ("layernorm_position", LAYERNORM_POSITIONS),
             ("reservoir_storage", RESERVOIR_STORAGES),
+            ("backskip_mode", BACKSKIP_MODES),
         ):
             value = getattr(self, field)
             if value not in allowed:
                 raise ValueError(f"{field}={value!r} is not supported; use one of {', '.join(allowed)}.")
-        for field in ("reservoir_seed", "reservoir_cnn_kernel_size"):
+        for field in (
+            "reservoir_seed",
+            "reservoir_cnn_kernel_size",
+            "backskip_warmup_steps",
+            "backskip_predictor_rank",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if "kernel" in field else 0):
                 raise ValueError(
                     f"{field}={value!r} must be a {'positive' if 'kernel' in field else 'non-negative'} integer."
                 )
+        factor = self.backskip_anneal_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < 1:
+            raise ValueError(
+                f"backskip_anneal_factor={factor!r} must be in [0, 1): the skip probability 1 - factor**n must "
+                "grow towards 1; use for example 0.999."
+            )
         if self.reservoir_cnn_kernel_size % 2 == 0:
             raise ValueError(
                 f"reservoir_cnn_kernel_size={self.reservoir_cnn_kernel_size} must be odd so that the convolution "

@@ -157,6 +157,8 @@ def build_model_card(facts: ModelCardFacts):
         data_description = f"Data set: `{facts.dataset_name}`."
     placeholders = {
         "model_name": facts.repo_id.split("/")[-1],
+        "source_lang": languages[0],
+        "target_lang": languages[1],
         "repo_id": facts.repo_id,
         "encoder_layout": "".join(
             "R" if i in reservoir_layers else "L" for i in range(config.get("encoder_layers", 0))

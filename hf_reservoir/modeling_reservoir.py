@@ -323,6 +323,110 @@ class ReservoirMarianDecoderLayer(MarianDecoderLayer):
 
 
 # --------------------------------------------------------------------------------------------
+# Backskipping (paper section 3.2): skip the reservoir's backward pass
+# --------------------------------------------------------------------------------------------
+
+
+def backskip_probability(step: int, warmup_steps: int, anneal_factor: float) -> float:
+    """Probability of skipping a reservoir's backward pass at ``step``: 0 during warm-up, then
+    ``1 - anneal_factor ** (step - warmup_steps + 1)``, which anneals towards 1."""
+    if step < warmup_steps:
+        return 0.0
+    return 1.0 - anneal_factor ** (step - warmup_steps + 1)
+
+
+def backskip_decision(seed: int, step: int, layer_idx: int, probability: float) -> bool:
+    """The skip decision: a pure function of (seed, step, layer), so every DDP rank agrees."""
+    if probability <= 0.0:
+        return False
+    key = hashlib.sha256(f"backskip:{seed}:{step}:{layer_idx}".encode()).hexdigest()
+    return int(key[:13], 16) / 16**13 < probability
+
+
+class BackskipPredictor(nn.Module):
+    """Synthetic gradient for a reservoir: ``g_in ~ g_out + g_out @ W`` (``W = U V^T`` when low-rank).
+
+    It starts as the identity (``W = 0``), i.e. the straight-through estimate, and is trained by
+    regression onto the true input gradient whenever that gradient is computed.
+    """
+
+    def __init__(self, d_model: int, rank: int = 0):
+        super().__init__()
+        self.rank = rank
+        if rank == 0:
+            self.weight = nn.Parameter(torch.zeros(d_model, d_model))
+        else:
+            self.down = nn.Parameter(torch.empty(d_model, rank))
+            self.up = nn.Parameter(torch.zeros(rank, d_model))
+            nn.init.normal_(self.down, std=d_model**-0.5)
+        self.last_relative_error: float | None = None
+
+    def forward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        correction = grad_output @ self.weight if self.rank == 0 else (grad_output @ self.down) @ self.up
+        return grad_output + correction
+
+
+class _SkippedBackward(torch.autograd.Function):
+    """Output of a reservoir that ran without a graph; its backward is the gradient estimate."""
+
+    @staticmethod
+    def forward(ctx, hidden_states, output, predictor, *params):
+        ctx.predictor = predictor
+        ctx.param_shapes = [p.shape for p in params]
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.predictor is None:
+            grad_input = grad_output
+        else:
+            with torch.no_grad():
+                grad_input = ctx.predictor(grad_output)
+        # Zero (not None) predictor gradients keep DDP's reducer happy on skipped steps.
+        zeros = [grad_output.new_zeros(shape) for shape in ctx.param_shapes]
+        return (grad_input, None, None, *zeros)
+
+
+class _GradientStore:
+    grad_output: torch.Tensor | None = None
+
+
+class _OutputTap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, output, store):
+        ctx.store = store
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        ctx.store.grad_output = grad_output
+        return grad_output, None
+
+
+class _RegressionTap(torch.autograd.Function):
+    """Identity on the reservoir input; its backward trains the predictor on (g_out, g_in)."""
+
+    @staticmethod
+    def forward(ctx, hidden_states, predictor, store, *params):
+        ctx.predictor, ctx.store = predictor, store
+        return hidden_states.view_as(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad_input):
+        predictor, grad_output = ctx.predictor, ctx.store.grad_output
+        params = list(predictor.parameters())
+        with torch.enable_grad():
+            target = grad_input.detach().reshape(-1, grad_input.shape[-1]).float()
+            estimate = predictor(grad_output.detach().reshape(-1, grad_input.shape[-1]).float())
+            # Relative squared error: gradients are tiny, and this keeps the regression scale-free.
+            error = (estimate - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-30)
+            grads = torch.autograd.grad(error, params)
+        predictor.last_relative_error = float(error.detach())
+        ctx.store.grad_output = None
+        return (grad_input, None, None, *grads)
+
+
+# --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
 
@@ -347,6 +451,12 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
                 if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                     init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, BackskipPredictor):
+            if module.rank == 0:
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.down, mean=0.0, std=self.config.d_model**-0.5)
+                init.zeros_(module.up)
         elif isinstance(module, LightweightConv):
             init.normal_(module.weight, mean=0.0, std=self.config.init_std)
         elif isinstance(module, nn.GRU):
@@ -368,6 +478,11 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             layer.requires_grad_(False)
 
     def post_init(self) -> None:
+        # The backskip predictor is a training aid; inference works without it.
+        self._keys_to_ignore_on_load_missing = [
+            *(self._keys_to_ignore_on_load_missing or []),
+            r"backskip_predictors\.",
+        ]
         if self.config.reservoir_storage == "seed":
             # Seed-only checkpoints leave reservoir tensors out on purpose: not a "missing key".
             self._keys_to_ignore_on_load_missing = [*(self._keys_to_ignore_on_load_missing or [])] + [
@@ -422,6 +537,12 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             self.config.reservoir_storage, self.config.reservoir_checksums = "seed", actual
         else:
             self.config.reservoir_storage, self.config.reservoir_checksums = "weights", None
+        if not self.config.backskip_export_predictor:
+            kwargs["state_dict"] = {
+                k: v
+                for k, v in (kwargs.get("state_dict") or self.state_dict()).items()
+                if "backskip_predictors." not in k
+            }
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -547,8 +668,40 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
         )
         self.layers = nn.ModuleList([build_encoder_layer(config, i) for i in range(config.encoder_layers)])
         self.layer_norm = nn.LayerNorm(config.d_model) if config.layernorm_position == "pre" else None
+        if config.backskip_mode == "learned" and config.encoder_reservoir_layers:
+            self.backskip_predictors = nn.ModuleDict(
+                {
+                    str(i): BackskipPredictor(config.d_model, config.backskip_predictor_rank)
+                    for i in config.encoder_reservoir_layers
+                }
+            )
+        else:
+            self.backskip_predictors = None
+        self.backskip_step = 0  # set by BackskipStepCallback to the Trainer's global step
+        self.backskip_counts = {"skipped": 0, "exact": 0}
         self.gradient_checkpointing = False
         self.post_init()
+
+    def _reservoir_forward(self, idx: int, layer: nn.Module, hidden_states, attention_mask, padding_mask, kwargs):
+        """Run reservoir ``idx`` with the configured backskip mode (training with gradients only)."""
+        config = self.config
+        predictor = self.backskip_predictors[str(idx)] if self.backskip_predictors is not None else None
+        params = tuple(predictor.parameters()) if predictor is not None else ()
+        probability = backskip_probability(
+            self.backskip_step, config.backskip_warmup_steps, config.backskip_anneal_factor
+        )
+        if backskip_decision(config.reservoir_seed, self.backskip_step, idx, probability):
+            self.backskip_counts["skipped"] += 1
+            with torch.no_grad():  # no graph: the reservoir's backward cannot run
+                output = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
+            return _SkippedBackward.apply(hidden_states, output, predictor, *params)
+        self.backskip_counts["exact"] += 1
+        if predictor is None:
+            return layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
+        store = _GradientStore()
+        tapped = _RegressionTap.apply(hidden_states, predictor, store, *params)
+        output = layer(tapped, attention_mask, padding_mask=padding_mask, **kwargs)
+        return _OutputTap.apply(output, store)
 
     @merge_with_config_defaults
     @capture_outputs
@@ -571,10 +724,18 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
         )
-        for layer in self.layers:
+        backskip = self.training and self.config.backskip_mode != "exact" and torch.is_grad_enabled()
+        for idx, layer in enumerate(self.layers):
             if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
                 continue  # LayerDrop (Fan et al., 2019), the paper's baseline
-            hidden_states = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
+            if backskip and getattr(layer, "is_reservoir", False) and hidden_states.requires_grad:
+                hidden_states = self._reservoir_forward(
+                    idx, layer, hidden_states, attention_mask, padding_mask, kwargs
+                )
+            else:
+                hidden_states = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
+        if backskip:
+            self.backskip_step += 1  # without the callback, count forwards
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutput(last_hidden_state=hidden_states)
@@ -683,4 +844,6 @@ __all__ = [
     "LightweightConv",
     "ReservoirMarianEncoderLayer",
     "reservoir_parameter_value",
+    "BackskipPredictor",
+    "backskip_probability",
 ]

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from .configuration_reservoir import ReservoirMarianConfig
 from .convergence import ConvergenceCallback
@@ -59,6 +59,10 @@ class ModelArguments:
     reservoir_seed: int = field(default=0, metadata={"help": "seed of the reservoir weights"})
     decoder_reservoir_layers: list[int] | None = field(default=None, metadata={"help": "frozen decoder layers"})
     reservoir_cnn_kernel_size: int = field(default=3, metadata={"help": "cnn reservoir kernel width"})
+    backskip_mode: str = field(default="exact", metadata={"help": "exact, identity or learned"})
+    backskip_warmup_steps: int = field(default=1000, metadata={"help": "true-gradient steps before skipping"})
+    backskip_anneal_factor: float = field(default=0.999, metadata={"help": "skip prob. 1 - factor**n after warm-up"})
+    backskip_predictor_rank: int = field(default=0, metadata={"help": "learned predictor rank (0: full)"})
 
     def config_kwargs(self) -> dict:
         kwargs = {k: v for k, v in vars(self).items() if k != "model_name_or_path"}
@@ -183,6 +187,18 @@ class TokenBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class BackskipStepCallback(TrainerCallback):
+    """Tells the encoder the Trainer's global step, which drives the backskip schedule.
+
+    The skip decision is a function of (seed, step, layer), so with the same step on every rank
+    DDP processes skip the same reservoirs (a mismatch would desynchronise them).
+    """
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            model.get_encoder().backskip_step = state.global_step
 
 
 class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
@@ -417,7 +433,7 @@ def run_training(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer),
-        callbacks=[callback, *(callbacks or [])],
+        callbacks=[callback, BackskipStepCallback(), *(callbacks or [])],
         max_tokens=data_args.max_tokens,
     )
     train_output = trainer.train(resume_from_checkpoint=resume or None)
@@ -481,6 +497,11 @@ def _corpus_stats(data_path: str) -> dict | None:
         return json.load(handle)
 
 
+def _plain(value) -> str:
+    """An enum's value (``inverse_sqrt``), not its repr (``SchedulerType.INVERSE_SQRT``)."""
+    return str(getattr(value, "value", value))
+
+
 def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
     """The settings a model card reports."""
     args = training_args
@@ -490,9 +511,10 @@ def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
         else f"{args.per_device_train_batch_size} pairs x {args.world_size} processes"
     )
     return {
-        "optimizer": f"{args.optim} (betas {args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay}",
+        "optimizer": f"{_plain(args.optim)} (betas {args.adam_beta1}, {args.adam_beta2}), "
+        f"weight decay {args.weight_decay}",
         "learning_rate": args.learning_rate,
-        "lr_scheduler": f"{args.lr_scheduler_type}, {args.warmup_steps} warm-up steps",
+        "lr_scheduler": f"{_plain(args.lr_scheduler_type)}, {args.warmup_steps:g} warm-up steps",
         "batch": batch,
         "label_smoothing": args.label_smoothing_factor,
         "steps": trainer.state.global_step,

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -17,16 +16,15 @@ SCRIPT = os.path.join(REPO_ROOT, "tests", "ddp_check.py")
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_two_process_cpu_ddp_matches_one_process(tmp_path):
-    accelerate = shutil.which("accelerate")
-    assert accelerate, "accelerate's launcher is not on PATH"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     ddp_dir.mkdir()
     single_dir.mkdir()
     launched = subprocess.run(
         [
-            accelerate,
-            "launch",
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
             "--multi_gpu",
             "--num_processes",
             "2",

@@ -211,3 +211,37 @@ def test_resume_continues_the_same_curve(corpus_dir, tokenizer_dir, tmp_path):
     torch.testing.assert_close(
         torch.tensor(full["validation"]["loss"]), torch.tensor(resumed["validation"]["loss"]), atol=1e-5, rtol=0
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        n
+        for n in os.listdir(os.path.join(REPO_ROOT, "training", "configs"))
+        if n.endswith(".yaml") and "sweep" not in n
+    ),
+)
+def test_shipped_configs_parse_and_validate(name):
+    from hf_reservoir import ReservoirMarianConfig
+
+    model_args, data_args, training_args, convergence_args = train_script.parse(
+        [os.path.join(REPO_ROOT, "training", "configs", name)]
+    )
+    config = ReservoirMarianConfig(**model_args.config_kwargs())
+    if name.startswith("iwslt14"):
+        assert (config.d_model, config.encoder_ffn_dim, config.encoder_attention_heads, config.decoder_layers) == (
+            512,
+            1024,
+            4,
+            2,
+        )
+        assert training_args.learning_rate == 5e-4 and training_args.warmup_steps == 4000
+        assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.98)
+        assert training_args.label_smoothing_factor == 0.1 and training_args.generation_num_beams == 5
+        assert model_args.dropout == 0.3 and training_args.weight_decay == 1e-4
+        expected = name.removeprefix("iwslt14_").removesuffix(".yaml")
+        assert config.encoder_layout == ("LLLLLL" if expected == "regular" else "LLLRLRLL")
+        if expected != "regular":
+            assert set(config.encoder_reservoir_types.values()) == {expected}
+    else:
+        assert config.encoder_layout == "LLRLRLL" and data_args.build_corpus

@@ -1,0 +1,103 @@
+import json
+import os
+
+import pytest
+import yaml
+
+from hf_reservoir.sweep import SweepConfig, build_report, cell_arguments, cells
+
+from .conftest import REPO_ROOT
+
+
+def test_cells_and_arguments():
+    config = SweepConfig(
+        train_config="base.yaml",
+        output_dir="out",
+        models=["regular", "ffn", "layerdrop", "transformer-identity"],
+        updatable_layers=[2, 4],
+        seeds=[1, 2],
+        reservoir_layers=2,
+        budget_seconds=60,
+    )
+    grid = cells(config)
+    assert len(grid) == 16 and grid[0].name == "regular-N2-seed1"
+    args = dict(zip(cell_arguments(config, grid[2])[1::2], cell_arguments(config, grid[2])[2::2]))
+    assert args["--encoder_layers"] == "4" and args["--num_encoder_reservoir_layers"] == "2"
+    assert args["--reservoir_type"] == "ffn" and args["--budget_seconds"] == "60"
+    layerdrop = next(c for c in grid if c.model == "layerdrop" and c.updatable == 4)
+    args = dict(zip(cell_arguments(config, layerdrop)[1::2], cell_arguments(config, layerdrop)[2::2]))
+    assert args["--encoder_layers"] == "6" and args["--encoder_layerdrop"] == str(round(2 / 6, 4))
+    backskip = next(c for c in grid if c.model == "transformer-identity")
+    assert "--backskip_mode" in cell_arguments(config, backskip)
+    with pytest.raises(ValueError, match="lstm"):
+        SweepConfig(train_config="b", output_dir="o", models=["lstm"])
+
+
+@pytest.mark.slow
+def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
+    import subprocess
+    import sys
+
+    train_config = tmp_path / "base.yaml"
+    train_config.write_text(
+        yaml.safe_dump(
+            {
+                "data_path": str(corpus_dir),
+                "tokenizer_path": str(tokenizer_dir),
+                "max_train_samples": 2000,
+                "max_eval_samples": 40,
+                "max_source_length": 48,
+                "max_target_length": 48,
+                "d_model": 32,
+                "encoder_ffn_dim": 64,
+                "decoder_ffn_dim": 64,
+                "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2,
+                "decoder_layers": 1,
+                "layernorm_position": "pre",
+                "per_device_train_batch_size": 32,
+                "learning_rate": 0.003,
+                "max_steps": 30,
+                "eval_strategy": "steps",
+                "eval_steps": 10,
+                "save_strategy": "no",
+                "predict_with_generate": True,
+                "generation_max_length": 32,
+                "report_to": "none",
+                "use_cpu": True,
+                "disable_tqdm": True,
+                "per_device_eval_batch_size": 40,
+                "evaluate_test": True,
+            }
+        )
+    )
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "train_config": str(train_config),
+                "output_dir": str(tmp_path / "runs"),
+                "models": ["regular", "ffn"],
+                "updatable_layers": [1],
+                "seeds": [1],
+                "reservoir_layers": 1,
+                "budget_seconds": 30,
+            }
+        )
+    )
+    script = os.path.join(REPO_ROOT, "training", "sweep.py")
+    result = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[1/2] regular-N1-seed1: done" in result.stdout
+    table = (tmp_path / "table.md").read_text()
+    assert "| regular | 1 | 0 |" in table and "| ffn | 1 | 1 |" in table
+    assert (tmp_path / "bleu_vs_time.png").exists() and (tmp_path / "aucc_vs_layers.png").exists()
+    # Every number comes from the run files: rebuild the report and compare with the runs' own summaries.
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
+    assert summary["ffn/N1"]["max_valid_bleu"][0] == pytest.approx(run["peak_bleu"])
+    assert summary["ffn/N1"]["aucc_normalized"][0] == pytest.approx(run["aucc_normalized"])
+    # A second invocation skips finished cells (resume).
+    again = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=600)
+    assert "regular-N1-seed1: skipped" in again.stdout
+    assert build_report(SweepConfig.load(str(sweep)), str(tmp_path / "again")) == table
