@@ -59,6 +59,7 @@ class ConvergenceRecord:
     evaluations: list[dict] = field(default_factory=list)  # {train_seconds, step, epoch, bleu, ...}
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    epochs: float = 0.0  # epochs trained (fractional), from TrainerState.epoch
     budget_seconds: float | None = None
     stopped_by: str | None = None
 
@@ -79,8 +80,9 @@ class ConvergenceRecord:
             "step_at_peak": peak["step"] if peak else None,
             "epoch_at_peak": peak["epoch"] if peak else None,
             "train_seconds": self.train_seconds,
-            "seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None,
-            "epochs_completed": len(self.epoch_seconds),
+            # Training seconds over (fractional) epochs trained: a run that stops mid-epoch counts it pro rata.
+            "seconds_per_epoch": self.train_seconds / self.epochs if self.epochs else None,
+            "epochs_trained": self.epochs,
             "aucc_budget_seconds": horizon,
             "aucc_bleu_hours": area / 3600.0,
             "aucc_normalized": area / horizon if horizon else 0.0,
@@ -188,6 +190,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._tick()
+        self.record.epochs = float(state.epoch or 0.0)
         over_budget = self.budget_seconds is not None and self.record.train_seconds >= self.budget_seconds
         if self._sync(over_budget):
             self.record.stopped_by = "budget"
@@ -199,7 +202,8 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self._tick()
-        self.record.epoch_seconds.append(self.record.train_seconds - self._epoch_start)
+        if state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6:  # not a stop mid-epoch
+            self.record.epoch_seconds.append(self.record.train_seconds - self._epoch_start)
 
     def _pause(self) -> None:
         self._paused = True

@@ -175,7 +175,10 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
             "time_to_max_seconds": _mean_std([c["time_to_peak_seconds"] for c in conv]),
             "aucc_normalized": _mean_std([c["aucc_normalized"] for c in conv]),
             "aucc_bleu_hours": _mean_std([c["aucc_bleu_hours"] for c in conv]),
-            "seconds_per_epoch": _mean_std([c["seconds_per_epoch"] for c in conv]),
+            # training seconds over fractional epochs trained (results.json), the same for every run
+            "seconds_per_epoch": _mean_std(
+                [c["train_seconds"] / r["training"]["epochs"] for c, r in zip(conv, res) if r["training"]["epochs"]]
+            ),
             "test_bleu": _mean_std([(r.get("test") or {}).get("bleu") for r in res]),
             "trainable_parameters": res[0]["parameters"]["trainable"],
             "total_parameters": res[0]["parameters"]["total"],

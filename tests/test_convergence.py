@@ -27,7 +27,7 @@ def drive(callback, clock, script, args):
             callback.on_step_begin(args, state, control)
             clock.now += item[1]
             state.global_step += 1
-            state.epoch = state.global_step / 10
+            state.epoch = state.global_step / 3  # three steps per epoch
             callback.on_step_end(args, state, control)
         elif item[0] == "eval":
             clock.now += item[1]  # evaluation time, which must not count
@@ -75,8 +75,9 @@ def test_time_to_peak_and_aucc_from_the_callback(args):
     assert summary["train_seconds"] == pytest.approx(30)  # 300 s of evaluation excluded
     assert summary["aucc_bleu_hours"] == pytest.approx(380 / 3600)
     assert summary["aucc_normalized"] == pytest.approx(380 / 40)
-    assert callback.record.epoch_seconds == [pytest.approx(20)]
-    assert summary["seconds_per_epoch"] == pytest.approx(20)
+    assert callback.record.epoch_seconds == [pytest.approx(20)]  # the one full epoch (steps 1-3)
+    assert summary["epochs_trained"] == pytest.approx(4 / 3)
+    assert summary["seconds_per_epoch"] == pytest.approx(30 / (4 / 3))
 
 
 def test_budget_stop(args):
@@ -85,6 +86,9 @@ def test_budget_stop(args):
     state, control = drive(callback, clock, [("step", 10)] * 10, args)
     assert control.should_training_stop and control.should_evaluate
     assert state.global_step == 3 and callback.record.stopped_by == "budget"
+    state.epoch = 2.5  # the Trainer calls on_epoch_end after a stop mid-epoch: that is not an epoch
+    callback.on_epoch_end(args, state, control)
+    assert callback.record.epoch_seconds == []
 
 
 def test_patience_stop(args):

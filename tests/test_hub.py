@@ -128,6 +128,22 @@ def test_seed_storage_refuses_edited_reservoirs(tmp_path):
         model.save_pretrained(tmp_path, reservoir_storage="seed")
 
 
+def save_model_with_tokenizer(tokenizer_dir, model_dir, **overrides):
+    """A tiny untrained model folder with the real test tokenizer, as training would leave it."""
+    from hf_reservoir.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        num_encoder_reservoir_layers=2,
+        **overrides,
+    )
+    ReservoirMarianMTModel(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+
 def fake_results():
     """A results.json as training writes it (values arbitrary: this checks rendering, not training)."""
     return {
@@ -189,19 +205,8 @@ def test_model_card_metadata_parses_back(tmp_path):
 
 @pytest.mark.slow
 def test_card_usage_snippet_runs_against_an_exported_folder(tokenizer_dir, tmp_path):
-    from hf_reservoir.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(str(tokenizer_dir))
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        num_encoder_reservoir_layers=2,
-        reservoir_type="cnn",
-    )
     model_dir, run_dir = tmp_path / "model", tmp_path / "run"
-    ReservoirMarianMTModel(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model_with_tokenizer(tokenizer_dir, model_dir, reservoir_type="cnn")
     run_dir.mkdir()
     (run_dir / "results.json").write_text(json.dumps(fake_results()))
     from hf_reservoir.model_card import write_model_card
@@ -246,18 +251,9 @@ def test_mocked_upload_calls_the_hub_api_in_order(tmp_path):
 @pytest.mark.slow
 def test_push_command_dry_run_and_mocked_upload(tokenizer_dir, tmp_path, capsys):
     from hf_reservoir.cli import main
-    from hf_reservoir.tokenization import load_tokenizer
 
-    tokenizer = load_tokenizer(str(tokenizer_dir))
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        num_encoder_reservoir_layers=2,
-    )
     model_dir = tmp_path / "model"
-    ReservoirMarianMTModel(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_model_with_tokenizer(tokenizer_dir, model_dir)
     with mock.patch("huggingface_hub.HfApi", side_effect=AssertionError("dry run must not touch the Hub")):
         assert main(["push", str(model_dir), "someone/model", "--dry-run", "--seed-only"]) == 0
     out = capsys.readouterr().out
