@@ -7,6 +7,7 @@ training script, the sweep report, the model card and the tests all read it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -258,24 +259,33 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         return path
 
 
-def plot_curves(curves: dict[str, list[dict]], path: str, budget_seconds: float | None = None) -> None:
-    """Plot validation BLEU against training wall-clock minutes, one line per curve."""
+@contextlib.contextmanager
+def line_plot(path: str, xlabel: str, ylabel: str):
+    """Yield a matplotlib axis; on exit add the grid and legend and save a PNG to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    for label, evaluations in curves.items():
-        xs = [0.0] + [e["train_seconds"] / 60 for e in evaluations]
-        ys = [0.0] + [e["bleu"] for e in evaluations]
-        axis.plot(xs, ys, marker="o", markersize=3, label=label)
-    if budget_seconds and not math.isinf(budget_seconds):
-        axis.axvline(budget_seconds / 60, color="grey", linestyle="--", linewidth=1, label="budget T̂")
-    axis.set_xlabel("training wall-clock (minutes, evaluation excluded)")
-    axis.set_ylabel("validation BLEU")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        yield axis
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
+
+
+def plot_curves(curves: dict[str, list[dict]], path: str, budget_seconds: float | None = None) -> None:
+    """Plot validation BLEU against training wall-clock minutes, one line per curve."""
+    with line_plot(path, "training wall-clock (minutes, evaluation excluded)", "validation BLEU") as axis:
+        for label, evaluations in curves.items():
+            xs = [0.0] + [e["train_seconds"] / 60 for e in evaluations]
+            ys = [0.0] + [e["bleu"] for e in evaluations]
+            axis.plot(xs, ys, marker="o", markersize=3, label=label)
+        if budget_seconds and not math.isinf(budget_seconds):
+            axis.axvline(budget_seconds / 60, color="grey", linestyle="--", linewidth=1, label="budget T̂")

@@ -223,26 +223,16 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
 
 
 def _plot_aucc(summary: dict, path: str) -> None:
-    import matplotlib
+    from .convergence import line_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for model in sorted({row["model"] for row in summary.values()}):
-        rows = sorted((r for r in summary.values() if r["model"] == model), key=lambda r: r["updatable_layers"])
-        axis.errorbar(
-            [r["updatable_layers"] for r in rows],
-            [r["aucc_normalized"][0] for r in rows],
-            yerr=[r["aucc_normalized"][1] for r in rows],
-            marker="o",
-            capsize=3,
-            label=model,
-        )
-    axis.set_xlabel("updatable encoder layers (N)")
-    axis.set_ylabel("AUCC / T̂ (BLEU)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with line_plot(path, "updatable encoder layers (N)", "AUCC / T̂ (BLEU)") as axis:
+        for model in sorted({row["model"] for row in summary.values()}):
+            rows = sorted((r for r in summary.values() if r["model"] == model), key=lambda r: r["updatable_layers"])
+            axis.errorbar(
+                [r["updatable_layers"] for r in rows],
+                [r["aucc_normalized"][0] for r in rows],
+                yerr=[r["aucc_normalized"][1] for r in rows],
+                marker="o",
+                capsize=3,
+                label=model,
+            )
