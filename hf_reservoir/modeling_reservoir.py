@@ -431,6 +431,15 @@ class _RegressionTap(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 
 
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over (name, float32 bytes) of each tensor, in name order: one reservoir's checksum."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
     """Base class: seeded reservoir initialisation, freezing, and re-freezing after loading."""
 
@@ -498,14 +507,10 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
 
     def reservoir_checksums(self) -> dict[str, str]:
         """SHA-256 of each reservoir layer's tensors (float32, by parameter name)."""
-        checksums = {}
-        for layer_id, layer in sorted(self.reservoir_layers().items()):
-            digest = hashlib.sha256()
-            for name, param in sorted(layer.named_parameters()):
-                digest.update(name.encode())
-                digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-            checksums[layer_id] = digest.hexdigest()
-        return checksums
+        return {
+            layer_id: _tensors_digest(dict(layer.named_parameters()))
+            for layer_id, layer in sorted(self.reservoir_layers().items())
+        }
 
     def save_pretrained(self, save_directory, *args, reservoir_storage: str | None = None, **kwargs):
         """Save like [`PreTrainedModel.save_pretrained`], optionally without the reservoir tensors.
@@ -530,19 +535,20 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                     "generates (they were loaded or edited), so a seed cannot describe them; save with "
                     "reservoir_storage='weights'."
                 )
-            prefixes = tuple(f"{name}." for name, m in self.named_modules() if getattr(m, "is_reservoir", False))
-            kwargs["state_dict"] = {
-                k: v for k, v in (kwargs.get("state_dict") or self.state_dict()).items() if not k.startswith(prefixes)
-            }
             self.config.reservoir_storage, self.config.reservoir_checksums = "seed", actual
         else:
             self.config.reservoir_storage, self.config.reservoir_checksums = "weights", None
-        if not self.config.backskip_export_predictor:
-            kwargs["state_dict"] = {
-                k: v
-                for k, v in (kwargs.get("state_dict") or self.state_dict()).items()
-                if "backskip_predictors." not in k
-            }
+        # Modules whose tensors stay out of the weights file: seed-only reservoirs, and the
+        # backskip predictors when the config says not to export them.
+        left_out = tuple(
+            f"{name}."
+            for name, module in self.named_modules()
+            if (storage == "seed" and getattr(module, "is_reservoir", False))
+            or (not self.config.backskip_export_predictor and isinstance(module, BackskipPredictor))
+        )
+        if left_out:
+            state_dict = kwargs.get("state_dict") or self.state_dict()
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if not k.startswith(left_out)}
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -559,11 +565,7 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 for name, param in module.named_parameters(recurse=False):
                     value = reservoir_parameter_value(self.config, module, name, param).to(param.dtype)
                     copy[f"{module_name}.{name}" if module_name else name] = value
-            digest = hashlib.sha256()
-            for name, value in sorted(copy.items()):
-                digest.update(name.encode())
-                digest.update(value.to(torch.float32).contiguous().numpy().tobytes())
-            fresh[layer_id] = digest.hexdigest()
+            fresh[layer_id] = _tensors_digest(copy)
         return fresh
 
     @classmethod

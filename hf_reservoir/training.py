@@ -227,19 +227,24 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
 
-def build_compute_metrics(tokenizer):
-    """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
+def decode_pairs(tokenizer, predictions, labels) -> tuple[list[str], list[str]]:
+    """Generated ids and label ids as detokenised text (negative ids and ``-100`` become padding)."""
     import numpy as np
 
+    if isinstance(predictions, tuple):
+        predictions = predictions[0]
+    predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
+    labels = np.where(labels == -100, tokenizer.pad_token_id, labels)
+    hypotheses = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+    references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+    return hypotheses, references
+
+
+def build_compute_metrics(tokenizer):
+    """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
+
     def compute_metrics(eval_prediction):
-        predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(predictions, tuple):
-            predictions = predictions[0]
-        predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
-        labels = np.where(labels == -100, tokenizer.pad_token_id, labels)
-        hypotheses = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-        references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        return corpus_scores(hypotheses, references)
+        return corpus_scores(*decode_pairs(tokenizer, eval_prediction.predictions, eval_prediction.label_ids))
 
     return compute_metrics
 
@@ -455,10 +460,12 @@ def run_training(
     validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation")
     report["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
     if convergence_args.evaluate_test:
-        test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
-        report["test"] = {k.removeprefix("test_"): v for k, v in test.items()}
+        # One generation pass over the test split serves the overall and the per-source scores.
+        test = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        report["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
         if "source" in corpus["test"].column_names:
-            report["test_by_source"] = score_by_source(trainer, tokenized["test"], corpus["test"]["source"], tokenizer)
+            hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
+            report["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
     final_dir = os.path.join(training_args.output_dir, "model")
     if trainer.is_world_process_zero():
         trainer.save_model(final_dir)
@@ -524,20 +531,15 @@ def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
     }
 
 
-def score_by_source(trainer, tokenized_test, sources, tokenizer) -> dict:
-    """Test BLEU per corpus source (help, ding, ui), from one generation pass."""
-    output = trainer.predict(tokenized_test, metric_key_prefix="bysource")
-    predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    import numpy as np
-
-    predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
-    labels = np.where(output.label_ids == -100, tokenizer.pad_token_id, output.label_ids)
-    hyps = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-    refs = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+def scores_by_source(hypotheses: list[str], references: list[str], sources: list[str]) -> dict:
+    """Corpus BLEU and chrF per corpus source (help, ding, ui)."""
     result = {}
     for source in sorted(set(sources)):
         idx = [i for i, s in enumerate(sources) if s == source]
-        result[source] = {"pairs": len(idx), **corpus_scores([hyps[i] for i in idx], [refs[i] for i in idx])}
+        result[source] = {
+            "pairs": len(idx),
+            **corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx]),
+        }
     return result
 
 
