@@ -197,6 +197,8 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             self.record.stopped_by = "budget"
             control.should_training_stop = True
             control.should_evaluate = True  # the curve ends with a point at (or just past) T-hat
+            # ...and a checkpoint, so that the last state can be the best model and is never lost.
+            control.should_save = str(getattr(args.save_strategy, "value", args.save_strategy)) != "no"
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_start = self.record.train_seconds

@@ -91,6 +91,17 @@ def test_budget_stop(args):
     assert callback.record.epoch_seconds == []
 
 
+def test_budget_stop_saves_the_last_state_unless_saving_is_off(args, tmp_path):
+    # The last state can be the best model: the stop must checkpoint it (it was once lost).
+    clock = FakeClock()
+    _, control = drive(ConvergenceCallback(budget_seconds=25, clock=clock), clock, [("step", 10)] * 4, args)
+    assert control.should_training_stop and control.should_save
+    no_save = TrainingArguments(output_dir=str(tmp_path / "x"), report_to="none", save_strategy="no")
+    clock = FakeClock()
+    _, control = drive(ConvergenceCallback(budget_seconds=25, clock=clock), clock, [("step", 10)] * 4, no_save)
+    assert control.should_training_stop and not control.should_save
+
+
 def test_patience_stop(args):
     clock = FakeClock()
     callback = ConvergenceCallback(patience=2, clock=clock)
