@@ -177,6 +177,8 @@ def build_model_card(facts: ModelCardFacts):
         "reservoir_storage": config.get("reservoir_storage", "weights"),
         "hardware": facts.hardware or "n/a",
         "score_rows": score_rows,
+        "final_decoding": _decoding(results.get("final_num_beams")),
+        "curve_decoding": _decoding(results.get("training", {}).get("evaluation_num_beams")),
         "peak_bleu": _fmt(convergence.get("peak_bleu")),
         "time_to_peak": _minutes(convergence.get("time_to_peak_seconds")),
         "step_at_peak": _fmt(convergence.get("step_at_peak")),
@@ -190,6 +192,12 @@ def build_model_card(facts: ModelCardFacts):
         "data_description": data_description,
     }
     return ModelCard.from_template(card_data, template_path=TEMPLATE_PATH, **placeholders)
+
+
+def _decoding(beams) -> str:
+    if beams is None:
+        return "n/a"
+    return "greedy decoding" if int(beams) == 1 else f"beam search ({beams} beams)"
 
 
 def write_model_card(model_dir: str, run_dir: str, repo_id: str) -> str:

@@ -105,6 +105,13 @@ class ConvergenceArguments:
     )
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without a new peak"})
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
+    final_num_beams: int | None = field(
+        default=None,
+        metadata={
+            "help": "beams for the final validation and test scores of the best model (the paper decodes with 5); "
+            "evaluations during training keep generation_num_beams. Default: generation_num_beams"
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +399,11 @@ def run_training(
 
     # Validate the model settings before touching data: a bad config fails in a second.
     ReservoirMarianConfig(**model_args.config_kwargs())
+    final_beams = convergence_args.final_num_beams
+    if final_beams is None:
+        final_beams = training_args.generation_num_beams or 1
+    if final_beams < 1:
+        raise ValueError(f"final_num_beams must be at least 1, got {final_beams}; use 1 for greedy decoding.")
     resume = training_args.resume_from_checkpoint
     if resume in ("true", "True", "last", True):
         resume = last_checkpoint(training_args.output_dir)
@@ -457,11 +469,12 @@ def run_training(
     }
     best = trainer.state.best_model_checkpoint
     report["best_checkpoint"] = best
-    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation")
+    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation", num_beams=final_beams)
     report["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
+    report["final_num_beams"] = final_beams
     if convergence_args.evaluate_test:
         # One generation pass over the test split serves the overall and the per-source scores.
-        test = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        test = trainer.predict(tokenized["test"], metric_key_prefix="test", num_beams=final_beams)
         report["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
         if "source" in corpus["test"].column_names:
             hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
@@ -480,11 +493,12 @@ def run_training(
         conv = report["convergence"]
         print("\n=== hf-reservoir results ===")
         print(
-            f"  validation BLEU (best model): {report['validation'].get('bleu', float('nan')):.2f}  "
+            f"  validation BLEU (best model, {final_beams} beam{'s' if final_beams > 1 else ''}): "
+            f"{report['validation'].get('bleu', float('nan')):.2f}  "
             f"chrF {report['validation'].get('chrf', float('nan')):.2f}"
         )
         if "test" in report:
-            print(f"  test BLEU (best model):       {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
+            print(f"  test BLEU (same decoding):     {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
         print(f"  peak validation BLEU:         {conv['peak_bleu']}")
         print(f"  time to peak (training s):    {conv['time_to_peak_seconds']}")
         print(
@@ -528,6 +542,7 @@ def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
         "epochs": round(trainer.state.epoch or 0, 3),
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "seed": args.seed,
+        "evaluation_num_beams": args.generation_num_beams or 1,
     }
 
 

@@ -168,7 +168,8 @@ def fake_results():
             "kept": {"ding": 5},
             "splits": {"train": 5},
         },
-        "training": {"learning_rate": 0.002},
+        "training": {"learning_rate": 0.002, "evaluation_num_beams": 1},
+        "final_num_beams": 5,
         "hardware": "CPU (x86_64, 2 threads), torch 2.13.0",
     }
 
@@ -201,6 +202,7 @@ def test_model_card_metadata_parses_back(tmp_path):
     assert "LLRLRLL" in text and "layer 2: bigru" in text and "1,000 / 1,500" in text
     assert "convergence.png" in text and "GPL-2.0-or-later" in text and "shen-etal-2021-reservoir" in text
     assert "10.0 min (600 s)" in text and "generate(" in text
+    assert "beam search (5 beams)" in text and "training): greedy decoding" in text
 
 
 @pytest.mark.slow

@@ -128,6 +128,12 @@ def test_resume_with_a_changed_layout_is_refused(tmp_path):
     assert "encoder_reservoir_layers" in str(excinfo.value)
 
 
+def test_zero_final_beams_is_refused_before_training(tmp_path):
+    model_args, data_args, training_args, _ = tiny_args(str(tmp_path / "no-corpus"), None, tmp_path / "run")
+    with pytest.raises(ValueError, match="final_num_beams must be at least 1, got 0"):
+        run_training(model_args, data_args, training_args, ConvergenceArguments(final_num_beams=0))
+
+
 def test_token_batch_sampler():
     lengths = [5, 30, 12, 7, 7, 29, 3, 16] * 20
     sampler = TokenBatchSampler(lengths, max_tokens=64, seed=1)
@@ -165,7 +171,10 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
 
     from hf_reservoir.tokenization import load_tokenizer
 
-    report = run_training(*tiny_args(corpus_dir, tokenizer_dir, tmp_path / "run"))
+    model_args, data_args, training_args, _ = tiny_args(corpus_dir, tokenizer_dir, tmp_path / "run")
+    final = ConvergenceArguments(evaluate_test=False, final_num_beams=3)
+    report = run_training(model_args, data_args, training_args, final)
+    assert report["final_num_beams"] == 3 and report["training"]["evaluation_num_beams"] == 1
     evaluations = json.loads((tmp_path / "run" / "convergence.json").read_text())["evaluations"]
     assert [e["step"] for e in evaluations] == [100, 200, 300]
     assert max(e["bleu"] for e in evaluations[1:]) > evaluations[0]["bleu"]
@@ -244,4 +253,6 @@ def test_shipped_configs_parse_and_validate(name):
         if expected != "regular":
             assert set(config.encoder_reservoir_types.values()) == {expected}
     else:
-        assert config.encoder_layout == "LLRLRLL" and data_args.build_corpus
+        # The demo: the paper's placement rule, sized for 2 CPU cores; beam 5 for the final scores.
+        assert config.encoder_layout == "LRLRL" and data_args.build_corpus
+        assert convergence_args.final_num_beams == 5 and training_args.generation_num_beams == 1
