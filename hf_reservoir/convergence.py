@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import SaveStrategy
 
 
 def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
@@ -198,7 +199,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             control.should_training_stop = True
             control.should_evaluate = True  # the curve ends with a point at (or just past) T-hat
             # ...and a checkpoint, so that the last state can be the best model and is never lost.
-            control.should_save = str(getattr(args.save_strategy, "value", args.save_strategy)) != "no"
+            control.should_save = args.save_strategy != SaveStrategy.NO
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._epoch_start = self.record.train_seconds

@@ -26,6 +26,12 @@ from dataclasses import dataclass, field
 RESERVOIR_MODELS = ("transformer", "ffn", "bigru", "cnn")
 
 
+def split_model(model: str) -> tuple[str, str | None]:
+    """``"transformer-identity"`` -> ``("transformer", "identity")``; ``"ffn"`` -> ``("ffn", None)``."""
+    base, dash, backskip = model.partition("-")
+    return base, backskip if dash else None
+
+
 @dataclass
 class SweepConfig:
     """A grid. ``train_config`` is a training YAML/JSON; ``train_overrides`` apply to every run."""
@@ -41,10 +47,9 @@ class SweepConfig:
 
     def __post_init__(self):
         for model in self.models:
-            base = model.split("-")[0]
+            base, backskip = split_model(model)
             if base not in ("regular", "layerdrop", *RESERVOIR_MODELS) or (
-                "-" in model
-                and (base not in RESERVOIR_MODELS or model.split("-", 1)[1] not in ("identity", "learned"))
+                backskip is not None and (base not in RESERVOIR_MODELS or backskip not in ("identity", "learned"))
             ):
                 raise ValueError(
                     f"models contains {model!r}; use regular, layerdrop, {', '.join(RESERVOIR_MODELS)}, or a "
@@ -86,7 +91,7 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
         budget_seconds=config.budget_seconds,
         reservoir_seed=cell.seed,
     )
-    base = cell.model.split("-")[0]
+    base, backskip = split_model(cell.model)
     if cell.model == "regular":
         overrides.update(encoder_layers=cell.updatable, num_encoder_reservoir_layers=0)
     elif cell.model == "layerdrop":
@@ -97,8 +102,8 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
         )
     else:
         overrides.update(encoder_layers=cell.updatable + k, num_encoder_reservoir_layers=k, reservoir_type=base)
-        if "-" in cell.model:
-            overrides["backskip_mode"] = cell.model.split("-", 1)[1]
+        if backskip is not None:
+            overrides["backskip_mode"] = backskip
     argv = [config.train_config]
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
