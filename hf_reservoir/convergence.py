@@ -111,6 +111,13 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         budget_seconds (`float`, *optional*): T-hat. Training stops once this many training seconds
             have passed (after one last evaluation), and the AUCC integrates up to it.
         patience (`int`, *optional*): stop after this many evaluations without a new peak.
+        lr_cooldown (`float`, *optional*): a budget-aware learning-rate cool-down. Over the last
+            ``lr_cooldown * budget_seconds`` training seconds the Trainer's schedule is multiplied by a
+            factor that falls linearly from 1 to 0 at the budget (Li et al., 2020, "Budgeted Training":
+            decaying to zero exactly at the budget beats schedules that do not know it). It follows the
+            wall-clock, so like the budget stop it makes the weights depend on the machine's speed; it
+            needs ``budget_seconds`` and a ``LambdaLR`` schedule (every ``lr_scheduler_type`` but
+            ``reduce_lr_on_plateau`` and ``greedy``). Under DDP every rank uses rank 0's clock.
         output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
             ``output_dir`` if unset.
         clock (`callable`): the time source, ``time.perf_counter`` (tests pass a fake).
@@ -123,11 +130,24 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         patience: int | None = None,
         output_dir: str | None = None,
         clock=time.perf_counter,
+        lr_cooldown: float | None = None,
     ):
         if budget_seconds is not None and budget_seconds <= 0:
             raise ValueError(f"budget_seconds={budget_seconds} must be positive, or None for no budget.")
         if patience is not None and patience < 1:
             raise ValueError(f"patience={patience} must be at least 1, or None for no patience stop.")
+        if lr_cooldown is not None:
+            if not 0 < lr_cooldown <= 1:
+                raise ValueError(
+                    f"lr_cooldown={lr_cooldown} must be a fraction of the budget in (0, 1], e.g. 0.3 for the "
+                    "last 30%, or 0 (None) for no cool-down."
+                )
+            if budget_seconds is None:
+                raise ValueError(
+                    f"lr_cooldown={lr_cooldown} decays the learning rate to 0 at the budget, but no budget_seconds "
+                    "was given; set budget_seconds, or use a step-based schedule (lr_scheduler_type linear)."
+                )
+        self.lr_cooldown = lr_cooldown
         self.metric_name = metric_name
         self.budget_seconds = budget_seconds
         self.patience = patience
@@ -137,6 +157,8 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self._mark: float | None = None
         self._paused = False
         self._epoch_start = 0.0
+        self._synced_seconds = 0.0  # the clock as every rank agreed on it at the last step end
+        self._scheduler = None  # the LambdaLR that lr_cooldown multiplies
 
     # -- TrainerState export ----------------------------------------------------------------
     def state(self) -> dict:
@@ -145,6 +167,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
                 "metric_name": self.metric_name,
                 "budget_seconds": self.budget_seconds,
                 "patience": self.patience,
+                "lr_cooldown": self.lr_cooldown,
             },
             "attributes": {"record": asdict(self.record), "_epoch_start": self._epoch_start},
         }
@@ -182,8 +205,58 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.record.train_seconds = float(payload[0])
         return bool(payload[1])
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def lr_factor(self) -> float:
+        """The cool-down's multiplier of the learning rate now: 1 before the cool-down, 0 at the budget."""
+        if self.lr_cooldown is None:
+            return 1.0
+        window = self.lr_cooldown * self.budget_seconds
+        return min(1.0, max(0.0, (self.budget_seconds - self._synced_seconds) / window))
+
+    def _install_cooldown(self, lr_scheduler) -> None:
+        import torch
+
+        scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's AcceleratedScheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            raise ValueError(
+                f"lr_cooldown needs a LambdaLR learning-rate schedule to multiply, but the Trainer's is "
+                f"{type(scheduler).__name__}; choose another lr_scheduler_type (e.g. inverse_sqrt or linear), "
+                "or drop lr_cooldown."
+            )
+        if scheduler is self._scheduler:  # a second train() on the same Trainer: already wrapped
+            return
+
+        def cooled(schedule):
+            # A closure (not a callable object), so LambdaLR.state_dict() does not try to save it; nothing
+            # is added to the scheduler's __dict__ either, which state_dict() would pickle into checkpoints.
+            def lr_lambda(step):
+                return schedule(step) * self.lr_factor()
+
+            return lr_lambda
+
+        scheduler.lr_lambdas = [cooled(schedule) for schedule in scheduler.lr_lambdas]
+        self._scheduler = scheduler
+
+    def _refresh_lr(self) -> None:
+        """Re-apply the schedule with the clock just agreed on, for the next step.
+
+        The Trainer steps the scheduler before ``on_step_end``, when only the previous step's
+        synchronised clock is known; recomputing here removes that one-step lag.
+        """
+        scheduler = self._scheduler
+        rates = [
+            base * schedule(scheduler.last_epoch) for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas)
+        ]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # what get_last_lr() (and so the Trainer's log) reports
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
         self._restore(state)
+        self._synced_seconds = self.record.train_seconds
+        if self.lr_cooldown is not None:
+            if lr_scheduler is None:
+                raise ValueError("lr_cooldown needs the Trainer's lr_scheduler, but the callback was given none.")
+            self._install_cooldown(lr_scheduler)
         self._mark = self.clock()
         self._paused = False
 
@@ -194,7 +267,11 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self._tick()
         self.record.epochs = float(state.epoch or 0.0)
         over_budget = self.budget_seconds is not None and self.record.train_seconds >= self.budget_seconds
-        if self._sync(over_budget):
+        stop = self._sync(over_budget)
+        self._synced_seconds = self.record.train_seconds
+        if self._scheduler is not None:
+            self._refresh_lr()
+        if stop:
             self.record.stopped_by = "budget"
             control.should_training_stop = True
             control.should_evaluate = True  # the curve ends with a point at (or just past) T-hat

@@ -104,6 +104,14 @@ class ConvergenceArguments:
         default=None, metadata={"help": "T-hat: stop after this many training seconds; AUCC integrates up to it"}
     )
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without a new peak"})
+    lr_cooldown: float = field(
+        default=0.0,
+        metadata={
+            "help": "budget-aware cool-down: over this last fraction of budget_seconds the learning rate falls "
+            "linearly to 0 at the budget (multiplying lr_scheduler_type's schedule). Needs budget_seconds; "
+            "0 turns it off"
+        },
+    )
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
     final_num_beams: int | None = field(
         default=None,
@@ -146,6 +154,17 @@ def tokenize_corpus(
     if any(stats["truncated"].values()):
         logger.warning("Truncated pairs longer than the maximum lengths: %s", stats["truncated"])
     return tokenized
+
+
+def longest_first(input_ids: list[list[int]]) -> list[int]:
+    """The order in which evaluation splits are generated: longest source first (ties keep their order).
+
+    Generation batches then hold sentences of similar length, which pad less and finish together:
+    on the demo's validation split (2 CPU cores, batches of 128) greedy decoding took 3.5 s instead
+    of 5.5 s and beam 5 11.1 s instead of 19.7 s. Corpus BLEU and chrF do not depend on the order;
+    :func:`run_training` reorders the text splits the same way, so per-source test scores still line up.
+    """
+    return sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
 
 
 class TokenBatchSampler(torch.utils.data.Sampler):
@@ -218,6 +237,16 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     def __init__(self, *args, max_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_tokens = max_tokens
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Evaluation keeps the dataset's order, which run_training sets longest first. The Trainer would
+        # reuse train_sampling_strategy="group_by_length" for evaluation too, and its random batches of a
+        # small split (661 pairs, 128 per batch) pad and generate about as slowly as no grouping at all.
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_eval_sampler(eval_dataset)
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # as without grouping: accelerate then shards the split in order
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
     def get_train_dataloader(self):
         if self.max_tokens is None:
@@ -404,6 +433,11 @@ def run_training(
         final_beams = training_args.generation_num_beams or 1
     if final_beams < 1:
         raise ValueError(f"final_num_beams must be at least 1, got {final_beams}; use 1 for greedy decoding.")
+    callback = ConvergenceCallback(
+        budget_seconds=convergence_args.budget_seconds,
+        patience=convergence_args.patience,
+        lr_cooldown=convergence_args.lr_cooldown or None,
+    )
     resume = training_args.resume_from_checkpoint
     if resume in ("true", "True", "last", True):
         resume = last_checkpoint(training_args.output_dir)
@@ -441,7 +475,11 @@ def run_training(
         data_args.max_target_length,
         data_stats,
     )
-    callback = ConvergenceCallback(budget_seconds=convergence_args.budget_seconds, patience=convergence_args.patience)
+    for split in ("validation", "test"):  # generation order only: the scores do not depend on it
+        if split in tokenized:
+            order = longest_first(tokenized[split]["input_ids"])
+            tokenized[split] = tokenized[split].select(order)
+            corpus[split] = corpus[split].select(order)
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -465,7 +503,7 @@ def run_training(
         "data_source": {"name": data_args.data_path, "config": data_args.hub_config},
         "corpus_stats": _corpus_stats(data_args.data_path),
         "hardware": describe_hardware(),
-        "training": training_facts(training_args, data_args, trainer),
+        "training": training_facts(training_args, data_args, trainer, convergence_args.lr_cooldown),
     }
     best = trainer.state.best_model_checkpoint
     report["best_checkpoint"] = best
@@ -523,9 +561,12 @@ def _plain(value) -> str:
     return str(getattr(value, "value", value))
 
 
-def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
+def training_facts(training_args, data_args: DataArguments, trainer, lr_cooldown: float | None = None) -> dict:
     """The settings a model card reports."""
     args = training_args
+    schedule = f"{_plain(args.lr_scheduler_type)}, {args.warmup_steps:g} warm-up steps"
+    if lr_cooldown:
+        schedule += f", then linear cool-down to 0 over the last {lr_cooldown:.0%} of the training budget"
     batch = (
         f"{data_args.max_tokens} tokens"
         if data_args.max_tokens
@@ -535,7 +576,7 @@ def training_facts(training_args, data_args: DataArguments, trainer) -> dict:
         "optimizer": f"{_plain(args.optim)} (betas {args.adam_beta1}, {args.adam_beta2}), "
         f"weight decay {args.weight_decay}",
         "learning_rate": args.learning_rate,
-        "lr_scheduler": f"{_plain(args.lr_scheduler_type)}, {args.warmup_steps:g} warm-up steps",
+        "lr_scheduler": schedule,
         "batch": batch,
         "label_smoothing": args.label_smoothing_factor,
         "steps": trainer.state.global_step,

@@ -2,11 +2,16 @@
 
 Trains a tiny reservoir model for a few SGD steps on fixed-length synthetic pairs and writes,
 per rank, the logged losses and the reservoir and layer-0 weights.
+
+With a third argument ``cooldown`` it trains with the budget-aware learning-rate cool-down, and
+each rank's clock runs at a different speed (rank r counts 1000 (1 + r) seconds per second): the ranks
+must still train with one learning rate (rank 0's), or their weights drift apart.
 """
 
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -15,10 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import Seq2SeqTrainingArguments, default_data_collator  # noqa: E402
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel  # noqa: E402
+from hf_reservoir.convergence import ConvergenceCallback  # noqa: E402
 from hf_reservoir.training import ReservoirSeq2SeqTrainer  # noqa: E402
 
 
-def main(out_dir: str, per_device_batch: int) -> None:
+def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
     torch.manual_seed(0)
     config = ReservoirMarianConfig(
         vocab_size=64,
@@ -52,7 +58,7 @@ def main(out_dir: str, per_device_batch: int) -> None:
     args = Seq2SeqTrainingArguments(
         output_dir=out_dir,
         per_device_train_batch_size=per_device_batch,
-        max_steps=3,
+        max_steps=12 if cooldown else 3,
         optim="sgd",
         learning_rate=0.5,
         lr_scheduler_type="constant",
@@ -65,7 +71,18 @@ def main(out_dir: str, per_device_batch: int) -> None:
         disable_tqdm=True,
         data_seed=5,
     )
-    trainer = ReservoirSeq2SeqTrainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    callbacks = []
+    if cooldown:
+        speed = 1000.0 * (1 + args.process_index)  # a 1000 s budget lasts about a second of rank 0's time
+        start = time.perf_counter()
+        callbacks.append(
+            ConvergenceCallback(
+                budget_seconds=1000.0, lr_cooldown=1.0, clock=lambda: (time.perf_counter() - start) * speed
+            )
+        )
+    trainer = ReservoirSeq2SeqTrainer(
+        model=model, args=args, train_dataset=data, data_collator=default_data_collator, callbacks=callbacks
+    )
     trainer.train()
     rank = args.process_index
     final = dict(trainer.model.named_parameters())
@@ -73,6 +90,7 @@ def main(out_dir: str, per_device_batch: int) -> None:
     record = {
         "world_size": args.world_size,
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+        "learning_rates": [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e],
         "reservoir_unchanged": all(torch.equal(initial[n], p) for n, p in reservoir.items()),
         "layer0_changed": not torch.equal(
             initial["model.encoder.layers.0.fc1.weight"], final["model.encoder.layers.0.fc1.weight"].detach()
@@ -87,4 +105,4 @@ def main(out_dir: str, per_device_batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), cooldown=sys.argv[3:] == ["cooldown"])

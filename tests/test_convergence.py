@@ -127,6 +127,44 @@ def test_bad_callback_arguments():
         ConvergenceCallback(budget_seconds=0)
     with pytest.raises(ValueError, match="patience"):
         ConvergenceCallback(patience=0)
+    for fraction in (0, 1.5):
+        with pytest.raises(ValueError, match=f"lr_cooldown={fraction} must be a fraction"):
+            ConvergenceCallback(budget_seconds=10, lr_cooldown=fraction)
+    with pytest.raises(ValueError, match="no budget_seconds"):
+        ConvergenceCallback(lr_cooldown=0.3)
+
+
+def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
+    """The schedule (here constant) is multiplied by 1 until 60 s, then by (100 - t) / 40."""
+    clock = FakeClock()
+    callback = ConvergenceCallback(budget_seconds=100, lr_cooldown=0.4, clock=clock)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    state, control = TrainerState(), TrainerControl()
+    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
+    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)  # a second train() wraps once
+    seen = []
+    for _ in range(10):
+        callback.on_step_begin(args, state, control)
+        clock.now += 10
+        seen.append(optimizer.param_groups[0]["lr"])  # the rate this step trains with
+        optimizer.step()
+        scheduler.step()
+        state.global_step += 1
+        callback.on_step_end(args, state, control)
+    assert seen == pytest.approx([0.5] * 7 + [0.375, 0.25, 0.125])
+    assert control.should_training_stop and callback.lr_factor() == 0.0
+    assert scheduler.get_last_lr() == [0.0]
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # the wrapped schedule still checkpoints
+
+
+def test_lr_cooldown_refuses_a_schedule_it_cannot_multiply(args):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    callback = ConvergenceCallback(budget_seconds=100, lr_cooldown=0.4)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau; choose another lr_scheduler_type"):
+        callback.on_train_begin(args, TrainerState(), TrainerControl(), lr_scheduler=plateau)
 
 
 def test_state_round_trips_through_trainer_state(args, tmp_path):
@@ -142,18 +180,64 @@ def test_state_round_trips_through_trainer_state(args, tmp_path):
     assert resumed.record.evaluations == callback.record.evaluations
 
 
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        loss = ((self.linear(x).squeeze(-1) - labels) ** 2).mean()
+        return {"loss": loss, "logits": self.linear(x)}
+
+
+class TickingClock:
+    """Every reading is one second after the last: the clock advances with the callback's own calls."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_lr_cooldown_in_a_real_trainer_checkpoints_and_resumes(tmp_path):
+    from transformers import Trainer
+
+    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
+
+    def train(output_dir, resume=None):
+        args = TrainingArguments(
+            output_dir=str(output_dir),
+            max_steps=10,
+            per_device_train_batch_size=4,
+            learning_rate=0.1,
+            lr_scheduler_type="constant",
+            logging_steps=1,
+            save_steps=5,
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        callback = ConvergenceCallback(budget_seconds=40, lr_cooldown=1.0, clock=TickingClock())
+        trainer = Trainer(model=Tiny(), args=args, train_dataset=data, callbacks=[callback])
+        trainer.train(resume_from_checkpoint=resume)
+        return [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e], callback
+
+    rates, callback = train(tmp_path / "run")
+    assert rates[0] == pytest.approx(0.1, rel=0.1)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))  # falls with the clock
+    assert rates[-1] == pytest.approx(0.1 * callback.lr_factor(), rel=0.2)
+    assert (tmp_path / "run" / "checkpoint-5" / "scheduler.pt").exists()  # the wrapped schedule saved
+    resumed, _ = train(tmp_path / "run", resume=str(tmp_path / "run" / "checkpoint-5"))
+    assert resumed[:5] == rates[:5]  # the checkpoint's log history, then the resumed steps
+    # The resumed run continues the cool-down from the checkpoint's clock instead of starting it over.
+    assert resumed[5] < rates[4] and resumed[5:] == pytest.approx(rates[5:], abs=0.01)
+
+
 def test_evaluation_time_is_excluded_in_a_real_trainer(tmp_path):
     """A slow evaluation (0.4 s each, 5 times) must not enter the training clock."""
     from transformers import Trainer
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(4, 1)
-
-        def forward(self, x, labels=None):
-            loss = ((self.linear(x).squeeze(-1) - labels) ** 2).mean()
-            return {"loss": loss, "logits": self.linear(x)}
 
     data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
 

@@ -13,14 +13,12 @@ from .conftest import REPO_ROOT
 SCRIPT = os.path.join(REPO_ROOT, "tests", "ddp_check.py")
 
 
-@pytest.mark.ddp
-@pytest.mark.slow
-def test_two_process_cpu_ddp_matches_one_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    ddp_dir.mkdir()
-    single_dir.mkdir()
-    launched = subprocess.run(
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+
+
+def launch_two_processes(out_dir, port, *script_args):
+    out_dir.mkdir()
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -35,19 +33,27 @@ def test_two_process_cpu_ddp_matches_one_process(tmp_path):
             "--dynamo_backend",
             "no",
             "--main_process_port",
-            "29517",
+            str(port),
             SCRIPT,
-            str(ddp_dir),
-            "4",
+            str(out_dir),
+            *script_args,
         ],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         timeout=300,
     )
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_two_process_cpu_ddp_matches_one_process(tmp_path):
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    single_dir.mkdir()
+    launched = launch_two_processes(ddp_dir, 29517, "4")
     assert launched.returncode == 0, launched.stderr[-3000:]
     single = subprocess.run(
-        [sys.executable, SCRIPT, str(single_dir), "8"], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, SCRIPT, str(single_dir), "8"], capture_output=True, text=True, env=ENV, timeout=300
     )
     assert single.returncode == 0, single.stderr[-3000:]
 
@@ -63,4 +69,18 @@ def test_two_process_cpu_ddp_matches_one_process(tmp_path):
     weights = [torch.load(ddp_dir / f"weights_rank{r}.pt") for r in (0, 1)]
     for name, tensor in weights[0]["reservoir"].items():
         assert torch.equal(tensor, weights[1]["reservoir"][name])
+    torch.testing.assert_close(weights[0]["layer0"], weights[1]["layer0"])
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_lr_cooldown_keeps_ranks_on_one_learning_rate(tmp_path):
+    """Each rank's clock runs at its own speed; the cool-down must still follow rank 0's clock everywhere."""
+    launched = launch_two_processes(tmp_path / "ddp", 29518, "4", "cooldown")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    records = [json.loads((tmp_path / "ddp" / f"record_rank{r}.json").read_text()) for r in (0, 1)]
+    rates = records[0]["learning_rates"]
+    assert rates == records[1]["learning_rates"]
+    assert rates[-1] < rates[0] == pytest.approx(0.5, rel=0.2)  # the cool-down is on and decays
+    weights = [torch.load(tmp_path / "ddp" / f"weights_rank{r}.pt") for r in (0, 1)]
     torch.testing.assert_close(weights[0]["layer0"], weights[1]["layer0"])

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from hf_reservoir.convergence import ConvergenceCallback
 from hf_reservoir.training import (
     ConvergenceArguments,
     DataArguments,
@@ -134,6 +135,33 @@ def test_zero_final_beams_is_refused_before_training(tmp_path):
         run_training(model_args, data_args, training_args, ConvergenceArguments(final_num_beams=0))
 
 
+def test_cooldown_without_budget_is_refused_before_training(tmp_path):
+    model_args, data_args, training_args, _ = tiny_args(str(tmp_path / "no-corpus"), None, tmp_path / "run")
+    with pytest.raises(ValueError, match="lr_cooldown=0.3 decays the learning rate to 0 at the budget"):
+        run_training(model_args, data_args, training_args, ConvergenceArguments(lr_cooldown=0.3))
+
+
+def test_evaluation_splits_generate_longest_first():
+    from hf_reservoir.training import longest_first
+
+    assert longest_first([[1], [1, 2, 3], [1, 2], [4, 5, 6], []]) == [1, 3, 2, 0, 4]  # ties keep their order
+
+
+def test_evaluation_keeps_its_order_when_training_groups_by_length(tmp_path):
+    from transformers import Seq2SeqTrainingArguments
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path), train_sampling_strategy="group_by_length", report_to="none", use_cpu=True
+    )
+    trainer = ReservoirSeq2SeqTrainer(model=ReservoirMarianMTModel(tiny_config()), args=args)
+    # Any order given is kept (a length-grouped sampler would reorder these by length).
+    data = [{"input_ids": [5] * n} for n in (1, 3, 7, 9, 2)]
+    assert list(trainer._get_eval_sampler(data)) == [0, 1, 2, 3, 4]
+
+
 def test_token_batch_sampler():
     lengths = [5, 30, 12, 7, 7, 29, 3, 16] * 20
     sampler = TokenBatchSampler(lengths, max_tokens=64, seed=1)
@@ -248,6 +276,7 @@ def test_shipped_configs_parse_and_validate(name):
         assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.98)
         assert training_args.label_smoothing_factor == 0.1 and training_args.generation_num_beams == 5
         assert model_args.dropout == 0.3 and training_args.weight_decay == 1e-4
+        assert convergence_args.lr_cooldown == 0  # the paper's schedule, unchanged
         expected = name.removeprefix("iwslt14_").removesuffix(".yaml")
         assert config.encoder_layout == ("LLLLLL" if expected == "regular" else "LLLRLRLL")
         if expected != "regular":
@@ -256,3 +285,6 @@ def test_shipped_configs_parse_and_validate(name):
         # The demo: the paper's placement rule, sized for 2 CPU cores; beam 5 for the final scores.
         assert config.encoder_layout == "LRLRL" and data_args.build_corpus
         assert convergence_args.final_num_beams == 5 and training_args.generation_num_beams == 1
+        # A budget-aware cool-down that the callback accepts.
+        assert 0 < convergence_args.lr_cooldown < 1 and convergence_args.budget_seconds
+        ConvergenceCallback(budget_seconds=convergence_args.budget_seconds, lr_cooldown=convergence_args.lr_cooldown)
