@@ -515,6 +515,7 @@ def run_training(
         test = trainer.predict(tokenized["test"], metric_key_prefix="test", num_beams=final_beams)
         report["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
         if "source" in corpus["test"].column_names:
+            check_dataset_order(test.label_ids, tokenized["test"]["labels"], tokenizer.pad_token_id)
             hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
             report["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
     final_dir = os.path.join(training_args.output_dir, "model")
@@ -585,6 +586,32 @@ def training_facts(training_args, data_args: DataArguments, trainer, lr_cooldown
         "seed": args.seed,
         "evaluation_num_beams": args.generation_num_beams or 1,
     }
+
+
+def check_dataset_order(label_ids, dataset_labels: list[list[int]], pad_token_id: int) -> None:
+    """Refuse per-source scores unless the predictions came back in the data set's order.
+
+    Corpus BLEU does not care about order, but pairing hypotheses with the ``source`` column does: a
+    sampler that reorders evaluation batches (as ``group_by_length`` did before
+    ``ReservoirSeq2SeqTrainer`` kept evaluation in order) would silently score each source on the
+    wrong sentences. The label ids that came back must equal the data set's labels, row by row, followed
+    only by padding (``-100`` within a batch, ``pad_token_id`` where the Trainer joins batches).
+    """
+    padding = {-100, pad_token_id}
+    if len(label_ids) != len(dataset_labels):
+        raise RuntimeError(
+            f"The test predictions hold {len(label_ids)} rows for {len(dataset_labels)} test pairs; per-source "
+            "scores need exactly one prediction per pair, in order."
+        )
+    for row, (returned, labels) in enumerate(zip(label_ids, dataset_labels)):
+        if [int(t) for t in returned[: len(labels)]] != list(labels) or any(
+            int(t) not in padding for t in returned[len(labels) :]
+        ):
+            raise RuntimeError(
+                f"Test prediction {row} does not belong to test pair {row}: the evaluation sampler reordered the "
+                "split, so per-source scores would pair hypotheses with the wrong sources. Evaluate with a "
+                "sequential sampler (ReservoirSeq2SeqTrainer does), or drop the source column."
+            )
 
 
 def scores_by_source(hypotheses: list[str], references: list[str], sources: list[str]) -> dict:

@@ -147,6 +147,20 @@ def test_evaluation_splits_generate_longest_first():
     assert longest_first([[1], [1, 2, 3], [1, 2], [4, 5, 6], []]) == [1, 3, 2, 0, 4]  # ties keep their order
 
 
+def test_per_source_scores_need_predictions_in_dataset_order():
+    import numpy as np
+
+    from hf_reservoir.training import check_dataset_order
+
+    labels = [[7, 8, 9, 0], [5, 0], [6, 6, 0]]
+    returned = np.array([[7, 8, 9, 0], [5, 0, -100, -100], [6, 6, 0, 2]])  # 2 = pad, where batches were joined
+    check_dataset_order(returned, labels, pad_token_id=2)
+    with pytest.raises(RuntimeError, match="Test prediction 1 does not belong to test pair 1"):
+        check_dataset_order(returned[[0, 2, 1]], labels, pad_token_id=2)
+    with pytest.raises(RuntimeError, match="2 rows for 3 test pairs"):
+        check_dataset_order(returned[:2], labels, pad_token_id=2)
+
+
 def test_evaluation_keeps_its_order_when_training_groups_by_length(tmp_path):
     from transformers import Seq2SeqTrainingArguments
 
@@ -200,9 +214,12 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
     from hf_reservoir.tokenization import load_tokenizer
 
     model_args, data_args, training_args, _ = tiny_args(corpus_dir, tokenizer_dir, tmp_path / "run")
-    final = ConvergenceArguments(evaluate_test=False, final_num_beams=3)
+    final = ConvergenceArguments(final_num_beams=3)
     report = run_training(model_args, data_args, training_args, final)
     assert report["final_num_beams"] == 3 and report["training"]["evaluation_num_beams"] == 1
+    by_source = report["test_by_source"]  # computed only when check_dataset_order accepts the predictions
+    assert set(by_source) == {"help", "ui", "ding"}
+    assert sum(s["pairs"] for s in by_source.values()) == report["data"]["splits"]["test"]
     evaluations = json.loads((tmp_path / "run" / "convergence.json").read_text())["evaluations"]
     assert [e["step"] for e in evaluations] == [100, 200, 300]
     assert max(e["bleu"] for e in evaluations[1:]) > evaluations[0]["bleu"]
