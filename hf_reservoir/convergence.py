@@ -222,29 +222,20 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
                 f"{type(scheduler).__name__}; choose another lr_scheduler_type (e.g. inverse_sqrt or linear), "
                 "or drop lr_cooldown."
             )
-        if scheduler is self._scheduler:  # a second train() on the same Trainer: already wrapped
-            return
-
-        def cooled(schedule):
-            # A closure (not a callable object), so LambdaLR.state_dict() does not try to save it; nothing
-            # is added to the scheduler's __dict__ either, which state_dict() would pickle into checkpoints.
-            def lr_lambda(step):
-                return schedule(step) * self.lr_factor()
-
-            return lr_lambda
-
-        scheduler.lr_lambdas = [cooled(schedule) for schedule in scheduler.lr_lambdas]
         self._scheduler = scheduler
 
     def _refresh_lr(self) -> None:
-        """Re-apply the schedule with the clock just agreed on, for the next step.
+        """Set the next step's learning rate: the schedule's rate times the cool-down factor.
 
-        The Trainer steps the scheduler before ``on_step_end``, when only the previous step's
-        synchronised clock is known; recomputing here removes that one-step lag.
+        The Trainer steps the scheduler just before ``on_step_end``; this overrides the rate it set with
+        the same schedule multiplied by :meth:`lr_factor`, computed from the clock every rank just agreed
+        on. The scheduler itself is left as it is, so its ``state_dict()`` checkpoints as usual.
         """
         scheduler = self._scheduler
+        factor = self.lr_factor()
         rates = [
-            base * schedule(scheduler.last_epoch) for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas)
+            base * schedule(scheduler.last_epoch) * factor
+            for base, schedule in zip(scheduler.base_lrs, scheduler.lr_lambdas)
         ]
         for group, rate in zip(scheduler.optimizer.param_groups, rates):
             group["lr"] = rate

@@ -143,7 +143,7 @@ def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     state, control = TrainerState(), TrainerControl()
     callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
-    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)  # a second train() wraps once
+    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)  # a second train() does not compound
     seen = []
     for _ in range(10):
         callback.on_step_begin(args, state, control)
@@ -156,7 +156,7 @@ def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
     assert seen == pytest.approx([0.5] * 7 + [0.375, 0.25, 0.125])
     assert control.should_training_stop and callback.lr_factor() == 0.0
     assert scheduler.get_last_lr() == [0.0]
-    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # the wrapped schedule still checkpoints
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # the scheduler still checkpoints
 
 
 def test_lr_cooldown_refuses_a_schedule_it_cannot_multiply(args):
@@ -228,7 +228,7 @@ def test_lr_cooldown_in_a_real_trainer_checkpoints_and_resumes(tmp_path):
     assert rates[0] == pytest.approx(0.1, rel=0.1)
     assert all(later < earlier for earlier, later in zip(rates, rates[1:]))  # falls with the clock
     assert rates[-1] == pytest.approx(0.1 * callback.lr_factor(), rel=0.2)
-    assert (tmp_path / "run" / "checkpoint-5" / "scheduler.pt").exists()  # the wrapped schedule saved
+    assert (tmp_path / "run" / "checkpoint-5" / "scheduler.pt").exists()  # the scheduler saved
     resumed, _ = train(tmp_path / "run", resume=str(tmp_path / "run" / "checkpoint-5"))
     assert resumed[:5] == rates[:5]  # the checkpoint's log history, then the resumed steps
     # The resumed run continues the cool-down from the checkpoint's clock instead of starting it over.
