@@ -27,4 +27,5 @@ setup(
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["hf-reservoir=hf_reservoir.cli:main"]},
     license="Apache-2.0",
+    license_files=["LICENSE"],
 )

@@ -1,35 +1,119 @@
-"""``hf-reservoir push``: export a trained model and upload it to the Hub."""
+"""The ``hf-reservoir`` command line: ``prepare``, ``train``, ``evaluate``, ``translate``, ``sweep``, ``push``.
+
+``training/train.py`` is a shim over :func:`train_main`; the sweep launches runs as
+``python -m hf_reservoir.cli train``, so nothing here depends on the repository's scripts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-reservoir", description="hf-reservoir command line")
-    commands = parser.add_subparsers(dest="command", required=True)
+def config_file_to_argv(path: str, scalar_fields: set[str] | None = None) -> list[str]:
+    """Turn a YAML/JSON mapping into ``--key value`` flags, so that later flags override it.
+
+    A list given for one of ``scalar_fields`` (arguments that take one value) is refused with its name,
+    instead of becoming a stray value that the parser would report as an unknown argument.
+    """
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"the config file {path} does not exist; check the path (e.g. training/configs/demo_cpu.yaml)."
+        )
+    with open(path, encoding="utf-8") as handle:
+        try:
+            values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+        except (json.JSONDecodeError, yaml.YAMLError) as error:
+            where = " ".join(str(error).split())  # one line
+            raise ValueError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {where}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of argument names to values.")
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list) and key in (scalar_fields or ()):
+            if len(value) != 1:
+                raise ValueError(
+                    f"{path}: {key} takes one value, but the file gives the list {value!r}; write one value."
+                )
+            value = value[0]
+        argv.append(f"--{key}")
+        if isinstance(value, dict):  # e.g. lr_scheduler_kwargs, fsdp_config: the Trainer parses JSON strings
+            argv.append(json.dumps(value))
+        elif isinstance(value, list):
+            argv.extend(json.dumps(v) if isinstance(v, dict) else str(v) for v in value)
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def parse_training_argv(argv: list[str]):
+    """Parse ``[CONFIG_FILE] [--flag value ...]`` into (model, data, training, convergence) arguments."""
+    from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+    from .training import ConvergenceArguments, DataArguments, ModelArguments
+
+    classes = (ModelArguments, DataArguments, ConvergenceArguments, Seq2SeqTrainingArguments)
+    parser = HfArgumentParser(classes)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        # Which options take one value, as the parser built them (not as the fields are annotated).
+        scalars = {a.dest for a in parser._actions if a.option_strings and a.nargs not in ("+", "*")}
+        argv = config_file_to_argv(argv[0], scalars) + argv[1:]
+    model_args, data_args, convergence_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise SystemExit(f"error: unknown arguments {unknown}; see `hf-reservoir train --help`.")
+    return model_args, data_args, training_args, convergence_args
+
+
+def train_main(argv: list[str]) -> int:
+    """``hf-reservoir train CONFIG [--flag value ...]``: train, evaluate and save (see the README)."""
+    from .training import run_training
+
+    try:
+        model_args, data_args, training_args, convergence_args = parse_training_argv(argv)
+        run_training(model_args, data_args, training_args, convergence_args)
+    except (ValueError, OSError) as error:  # bad settings, data or paths: one clear line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # unknown flags (argparse's own errors already exit with 2)
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+def add_push(commands) -> None:
     push = commands.add_parser("push", help="export a trained model folder and upload it to the Hub")
-    push.add_argument("model_dir", help="the model folder written by training/train.py (OUTPUT_DIR/model)")
+    push.add_argument("model_dir", help="the model folder written by training (OUTPUT_DIR/model)")
     push.add_argument("repo_id", help="Hub repository, e.g. your-name/reservoir-de-en")
     push.add_argument("--private", action="store_true", help="create a private repository")
     push.add_argument("--revision", default=None, help="upload to this branch (created if missing)")
     push.add_argument("--seed-only", action="store_true", help="store reservoirs as their seed, not weights")
     push.add_argument("--export-dir", default=None, help="keep the Hub-ready folder here")
-    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
     push.add_argument("--dry-run", action="store_true", help="list what would be uploaded and stop")
-    args = parser.parse_args(argv)
+
+
+def push_main(args) -> int:
+    from huggingface_hub import get_token
 
     from .hub import export_for_hub, push_folder
 
+    if not (args.dry_run or args.token or get_token()):  # checked before any work or network call
+        print("error: no Hub token: pass --token, set HF_TOKEN, or log in once with `hf auth login`.", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as scratch:
         export_dir = args.export_dir or f"{scratch}/export"
-        try:
-            files = export_for_hub(args.model_dir, export_dir, "seed" if args.seed_only else "weights")
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        files = export_for_hub(args.model_dir, export_dir, "seed" if args.seed_only else "weights")
         total = sum(size for _, size in files)
         print(
             f"{'Would upload' if args.dry_run else 'Uploading'} {len(files)} files ({total:,} bytes) to "
@@ -39,9 +123,202 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {size:>12,}  {name}")
         if args.dry_run:
             return 0
-        url = push_folder(export_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token)
+        try:
+            url = push_folder(export_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token)
+        except Exception as error:  # noqa: BLE001 - network and Hub errors: one line, not 24 frames
+            print(f"error: the upload to {args.repo_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
         print(f"Uploaded: {url}")
     return 0
+
+
+def add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="score a saved model on a split; write generated_predictions.txt and results.json"
+    )
+    evaluate.add_argument("model", help="a model folder written by training (OUTPUT_DIR/model) or a Hub id")
+    evaluate.add_argument("--data_path", default="data/de-en", help="a built corpus, or text/TSV/JSONL split files")
+    evaluate.add_argument("--data_format", default=None, help="corpus, text, tsv or jsonl (default: guessed)")
+    evaluate.add_argument("--split", default="validation", help="train, validation or test")
+    evaluate.add_argument("--output_dir", required=True, help="where the predictions and results.json go")
+    evaluate.add_argument("--source_lang", default="de")
+    evaluate.add_argument("--target_lang", default="en")
+    evaluate.add_argument("--num_beams", type=int, default=None, help="default: the model's generation_config")
+    evaluate.add_argument("--batch_size", type=int, default=128)
+    evaluate.add_argument("--max_length", type=int, default=None, help="longest output (default: generation_config)")
+    evaluate.add_argument("--max_source_length", type=int, default=None, help="truncate sources as training did")
+    evaluate.add_argument("--max_target_length", type=int, default=None, help="truncate references as training did")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+def evaluate_main(args) -> int:
+    from .inference import evaluate_saved_model
+
+    report = evaluate_saved_model(
+        args.model,
+        args.data_path,
+        args.output_dir,
+        split=args.split,
+        source_lang=args.source_lang,
+        target_lang=args.target_lang,
+        data_format=args.data_format,
+        num_beams=args.num_beams,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_source_length=args.max_source_length,
+        max_target_length=args.max_target_length,
+        device=args.device,
+    )
+    print(
+        f"{args.split}: BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f} ({report['pairs']} pairs, "
+        f"{report['num_beams']} beam{'s' if report['num_beams'] > 1 else ''}); {report['signature']['bleu']}"
+    )
+    for source, row in report.get("by_source", {}).items():
+        print(f"  {source}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['pairs']} pairs)")
+    print(f"Wrote {args.output_dir}/generated_predictions.txt and results.json")
+    return 0
+
+
+def add_translate(commands) -> None:
+    translate = commands.add_parser("translate", help="translate lines from stdin or a file to stdout")
+    translate.add_argument("model", help="a model folder written by training (OUTPUT_DIR/model) or a Hub id")
+    translate.add_argument("input", nargs="?", default="-", help="a text file, one sentence per line (default: stdin)")
+    translate.add_argument("--num_beams", type=int, default=None, help="default: the model's generation_config")
+    translate.add_argument("--batch_size", type=int, default=64)
+    translate.add_argument("--max_length", type=int, default=None, help="longest output (default: generation_config)")
+    translate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+def translate_main(args) -> int:
+    from .inference import load_for_inference, translate
+
+    model, tokenizer = load_for_inference(args.model, args.device)  # a bad model folder fails before any input
+    if args.input == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        with open(args.input, encoding="utf-8-sig") as handle:
+            lines = handle.read().splitlines()
+    keep = [i for i, line in enumerate(lines) if line.strip()]  # blank lines stay blank, in place
+    outputs = translate(model, tokenizer, [lines[i] for i in keep], args.num_beams, args.batch_size, args.max_length)
+    translated = [""] * len(lines)
+    for index, text in zip(keep, outputs):
+        translated[index] = text
+    sys.stdout.write("".join(t + "\n" for t in translated))
+    return 0
+
+
+def add_prepare(commands) -> None:
+    from .corpus import DEFAULT_CACHE_DIR
+
+    prepare = commands.add_parser("prepare", help="build the offline de-en corpus from Debian packages")
+    prepare.add_argument("--output-dir", required=True, help="where the corpus is written")
+    prepare.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where downloaded .deb files are kept")
+    prepare.add_argument("--deb-dir", default=None, help="a folder that already holds the four .deb files")
+    prepare.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus")
+    prepare.add_argument("--tokenizer-dir", default=None, help="also train a MarianTokenizer here")
+    prepare.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece pieces")
+    prepare.add_argument("--source-lang", default="de")
+    prepare.add_argument("--target-lang", default="en")
+
+
+def prepare_main(args) -> int:
+    import logging
+
+    from .corpus import build_corpus
+    from .data import load_parallel_corpus
+    from .tokenization import train_marian_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if os.path.exists(os.path.join(args.output_dir, "stats.json")) and not args.overwrite:
+        logging.info("Using the corpus already in %s (pass --overwrite to rebuild).", args.output_dir)
+    else:
+        build_corpus(args.output_dir, cache_dir=args.cache_dir, deb_dir=args.deb_dir, overwrite=args.overwrite)
+    with open(os.path.join(args.output_dir, "stats.json"), encoding="utf-8") as handle:
+        logging.info("Splits: %s", json.load(handle)["splits"])
+    if args.tokenizer_dir:
+        corpus = load_parallel_corpus(args.output_dir, args.source_lang, args.target_lang)
+        tokenizer = train_marian_tokenizer(
+            corpus["train"], args.source_lang, args.target_lang, args.tokenizer_dir, vocab_size=args.vocab_size
+        )
+        logging.info("Tokenizer with %d pieces saved to %s", len(tokenizer), args.tokenizer_dir)
+    return 0
+
+
+def add_sweep(commands) -> None:
+    sweep = commands.add_parser("sweep", help="run the comparison grid of a sweep YAML and build its report")
+    sweep.add_argument("config", help="the sweep YAML")
+    sweep.add_argument("--list", action="store_true", help="print the cells and stop")
+    sweep.add_argument("--cell", action="append", help="run only this cell (repeatable)")
+    sweep.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    sweep.add_argument("--report-dir", default=None, help="where the table and plots go (default: next to config)")
+
+
+def sweep_main(args) -> int:
+    from .sweep import SweepConfig, build_report, cells, run_cell
+
+    try:
+        config = SweepConfig.load(args.config)
+    except TypeError as error:
+        raise ValueError(f"{args.config}: {error}") from error
+    grid = cells(config)
+    if args.list:
+        print("\n".join(c.name for c in grid))
+        return 0
+    if args.cell:
+        unknown = sorted(set(args.cell) - {c.name for c in grid})
+        if unknown:
+            raise ValueError(f"unknown cells {unknown}; see --list.")
+        grid = [c for c in grid if c.name in args.cell]
+    failed = []
+    if not args.report_only:
+        for index, cell in enumerate(grid, start=1):
+            status = run_cell(config, cell)
+            print(f"[{index}/{len(grid)}] {cell.name}: {status}", flush=True)
+            if status == "failed":
+                failed.append(cell.name)
+    report_dir = args.report_dir or os.path.dirname(os.path.abspath(args.config))
+    print(build_report(config, report_dir))
+    if failed:
+        print(f"error: failed cells {failed}; see their train.log.", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {
+    "prepare": (add_prepare, prepare_main),
+    "evaluate": (add_evaluate, evaluate_main),
+    "translate": (add_translate, translate_main),
+    "sweep": (add_sweep, sweep_main),
+    "push": (add_push, push_main),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``hf-reservoir SUBCOMMAND ...``; a user's mistake exits with status 2 and one ``error:`` line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":  # the Trainer's own flags: parsed by HfArgumentParser, not argparse
+        return train_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="hf-reservoir", description="Reservoir Transformers for HF Transformers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "train",
+        help="train, evaluate and save a model: hf-reservoir train CONFIG.yaml [--flag value ...] "
+        "(every Seq2SeqTrainingArguments flag; see `hf-reservoir train --help`)",
+    )
+    for add, _ in COMMANDS.values():
+        add(commands)
+    args = parser.parse_args(argv)
+    from .corpus import CorpusBuildError
+
+    try:
+        return COMMANDS[args.command][1](args)
+    except (
+        ValueError,
+        OSError,
+        CorpusBuildError,
+    ) as error:  # bad settings, data or paths: one clear line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

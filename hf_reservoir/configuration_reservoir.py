@@ -224,6 +224,12 @@ class ReservoirMarianConfig(MarianConfig):
         )
 
         types = self.reservoir_type
+        named = [types] if isinstance(types, str) else list(types) if isinstance(types, (list, tuple)) else []
+        unknown = [t for t in named if t not in RESERVOIR_TYPES]
+        if unknown:  # checked even where there are no reservoir layers to use the type
+            raise ValueError(
+                f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
+            )
         if isinstance(types, str):
             types_list = [types] * len(layers)
         elif isinstance(types, (list, tuple)):
@@ -236,11 +242,6 @@ class ReservoirMarianConfig(MarianConfig):
             self.reservoir_type = types_list
         else:
             raise ValueError(f"reservoir_type={types!r} must be a string or a list of strings.")
-        unknown = [t for t in types_list if t not in RESERVOIR_TYPES]
-        if unknown:
-            raise ValueError(
-                f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
-            )
         if "cnn" in types_list and self.d_model % self.encoder_attention_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by encoder_attention_heads={self.encoder_attention_heads} "

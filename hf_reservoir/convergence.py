@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_utils import SaveStrategy
 
 
@@ -54,6 +54,27 @@ def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
     return area
 
 
+def time_to_target(evaluations: list[dict], target: float) -> dict | None:
+    """The first evaluation that reached ``target`` BLEU (MLPerf's time to quality), or None.
+
+    Args:
+        evaluations (`list[dict]`): a :class:`ConvergenceRecord`'s evaluations, in time order.
+        target (`float`): the BLEU to reach.
+
+    Returns:
+        `dict | None`: ``{"train_seconds", "step", "bleu"}`` of that evaluation, or None if none reached it.
+
+    Example:
+        >>> curve = [{"train_seconds": 10.0, "step": 5, "bleu": 1.0}, {"train_seconds": 20.0, "step": 9, "bleu": 3.0}]
+        >>> time_to_target(curve, 2.0)
+        {'train_seconds': 20.0, 'step': 9, 'bleu': 3.0}
+    """
+    for evaluation in evaluations:
+        if evaluation["bleu"] >= target:
+            return {key: evaluation[key] for key in ("train_seconds", "step", "bleu")}
+    return None
+
+
 @dataclass
 class ConvergenceRecord:
     """What the callback measured; serialised into ``convergence.json`` and the TrainerState."""
@@ -62,6 +83,7 @@ class ConvergenceRecord:
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     epochs: float = 0.0  # epochs trained (fractional), from TrainerState.epoch
+    steps: int = 0  # optimizer steps trained, from TrainerState.global_step
     budget_seconds: float | None = None
     stopped_by: str | None = None
 
@@ -85,6 +107,8 @@ class ConvergenceRecord:
             # Training seconds over (fractional) epochs trained: a run that stops mid-epoch counts it pro rata.
             "seconds_per_epoch": self.train_seconds / self.epochs if self.epochs else None,
             "epochs_trained": self.epochs,
+            "steps_trained": self.steps,
+            "seconds_per_step": self.train_seconds / self.steps if self.steps else None,
             "aucc_budget_seconds": horizon,
             "aucc_bleu_hours": area / 3600.0,
             "aucc_normalized": area / horizon if horizon else 0.0,
@@ -111,13 +135,14 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         budget_seconds (`float`, *optional*): T-hat. Training stops once this many training seconds
             have passed (after one last evaluation), and the AUCC integrates up to it.
         patience (`int`, *optional*): stop after this many evaluations without a new peak.
-        lr_cooldown (`float`, *optional*): a budget-aware learning-rate cool-down. Over the last
-            ``lr_cooldown * budget_seconds`` training seconds the Trainer's schedule is multiplied by a
-            factor that falls linearly from 1 to 0 at the budget (Li et al., 2020, "Budgeted Training":
-            decaying to zero exactly at the budget beats schedules that do not know it). It follows the
-            wall-clock, so like the budget stop it makes the weights depend on the machine's speed; it
-            needs ``budget_seconds`` and a ``LambdaLR`` schedule (every ``lr_scheduler_type`` but
-            ``reduce_lr_on_plateau`` and ``greedy``). Under DDP every rank uses rank 0's clock.
+        lr_cooldown (`float`, *optional*): a learning-rate cool-down tied to the stopping rule. Over the last
+            fraction ``lr_cooldown`` of training the Trainer's schedule is multiplied by a factor that falls
+            linearly from 1 to 0 where training ends (Li et al., 2020, "Budgeted Training": decaying to zero
+            exactly at the budget beats schedules that do not know it). With ``budget_seconds`` the window is
+            measured on the training clock, which makes the weights depend on the machine's speed; without it,
+            on the Trainer's ``max_steps``, which is the same on every machine. It needs a ``LambdaLR`` schedule
+            (every ``lr_scheduler_type`` but ``reduce_lr_on_plateau`` and ``greedy``). Under DDP every rank
+            uses rank 0's clock.
         output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
             ``output_dir`` if unset.
         clock (`callable`): the time source, ``time.perf_counter`` (tests pass a fake).
@@ -142,11 +167,6 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
                     f"lr_cooldown={lr_cooldown} must be a fraction of the budget in (0, 1], e.g. 0.3 for the "
                     "last 30%, or 0 (None) for no cool-down."
                 )
-            if budget_seconds is None:
-                raise ValueError(
-                    f"lr_cooldown={lr_cooldown} decays the learning rate to 0 at the budget, but no budget_seconds "
-                    "was given; set budget_seconds, or use a step-based schedule (lr_scheduler_type linear)."
-                )
         self.lr_cooldown = lr_cooldown
         self.metric_name = metric_name
         self.budget_seconds = budget_seconds
@@ -159,6 +179,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self._epoch_start = 0.0
         self._synced_seconds = 0.0  # the clock as every rank agreed on it at the last step end
         self._scheduler = None  # the LambdaLR that lr_cooldown multiplies
+        self._max_steps = 0  # the step-based cool-down's end (TrainerState.max_steps)
 
     # -- TrainerState export ----------------------------------------------------------------
     def state(self) -> dict:
@@ -206,11 +227,18 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         return bool(payload[1])
 
     def lr_factor(self) -> float:
-        """The cool-down's multiplier of the learning rate now: 1 before the cool-down, 0 at the budget."""
+        """The cool-down's multiplier of the learning rate now: 1 before the cool-down, 0 where training ends.
+
+        On the training clock when there is a budget, else on the step count: the factor for the next step
+        is ``(max_steps - steps_done) / (lr_cooldown * max_steps)``, clipped to [0, 1].
+        """
         if self.lr_cooldown is None:
             return 1.0
-        window = self.lr_cooldown * self.budget_seconds
-        return min(1.0, max(0.0, (self.budget_seconds - self._synced_seconds) / window))
+        if self.budget_seconds is not None:
+            remaining, total = self.budget_seconds - self._synced_seconds, self.budget_seconds
+        else:
+            remaining, total = self._max_steps - self._scheduler.last_epoch, self._max_steps
+        return min(1.0, max(0.0, remaining / (self.lr_cooldown * total)))
 
     def _install_cooldown(self, lr_scheduler) -> None:
         import torch
@@ -247,7 +275,14 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         if self.lr_cooldown is not None:
             if lr_scheduler is None:
                 raise ValueError("lr_cooldown needs the Trainer's lr_scheduler, but the callback was given none.")
+            if self.budget_seconds is None and not (state.max_steps and state.max_steps > 0):
+                raise ValueError(
+                    f"lr_cooldown={self.lr_cooldown} decays the learning rate to 0 where training ends, but neither "
+                    "budget_seconds nor max_steps says where that is; set one of them, or drop lr_cooldown."
+                )
+            self._max_steps = state.max_steps
             self._install_cooldown(lr_scheduler)
+            self._refresh_lr()  # a run resumed inside the cool-down window continues it from its first step
         self._mark = self.clock()
         self._paused = False
 
@@ -257,6 +292,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     def on_step_end(self, args, state, control, **kwargs):
         self._tick()
         self.record.epochs = float(state.epoch or 0.0)
+        self.record.steps = state.global_step
         over_budget = self.budget_seconds is not None and self.record.train_seconds >= self.budget_seconds
         stop = self._sync(over_budget)
         self._synced_seconds = self.record.train_seconds
@@ -308,6 +344,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self._pause()
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.record.stopped_by is None and state.max_steps and state.global_step >= state.max_steps:
+            # Not the budget or patience: the Trainer's own end, a fixed amount of work.
+            self.record.stopped_by = "max_steps" if args.max_steps and args.max_steps > 0 else "num_train_epochs"
         if state.is_world_process_zero:
             self.write(self.output_dir or args.output_dir)
 
@@ -328,6 +367,72 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             budget_seconds=self.budget_seconds,
         )
         return path
+
+
+class ConvergenceProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, showing what the run stops on: steps, the training clock and BLEU.
+
+    The bar counts optimizer steps toward ``max_steps`` (the Trainer's own stop); its suffix shows the
+    training clock (with the budget, when there is one), steps per second and the best validation BLEU
+    so far. Every evaluation also writes one line, so a log without the bar (``disable_tqdm``) shows
+    the same progress.
+
+    Args:
+        convergence (`ConvergenceCallback`): the clock and curve to show.
+        show_bar (`bool`): draw the tqdm bar (else only the evaluation lines).
+    """
+
+    def __init__(self, convergence: ConvergenceCallback, show_bar: bool = True):
+        super().__init__()
+        self.convergence = convergence
+        self.show_bar = show_bar
+
+    def status(self, state) -> str:
+        record = self.convergence.record
+        clock = f"training {record.train_seconds:.0f} s"
+        if self.convergence.budget_seconds is not None:
+            clock += f" of {self.convergence.budget_seconds:.0f} s"
+        steps_per_second = record.steps / record.train_seconds if record.train_seconds > 0 else 0.0
+        text = f"step {state.global_step}/{state.max_steps}, {clock}, {steps_per_second:.2f} steps/s"
+        peak = record.peak
+        if peak is not None:
+            text += f", BLEU {record.evaluations[-1]['bleu']:.2f} (best {peak['bleu']:.2f} at step {peak['step']})"
+        return text
+
+    def _write(self, line: str) -> None:
+        if self.training_bar is not None:
+            self.training_bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.current_step = 0
+        if self.show_bar:
+            super().on_train_begin(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is None:
+            return
+        super().on_step_end(args, state, control, **kwargs)
+        if state.global_step % 10 == 0:
+            self.training_bar.set_postfix_str(self.status(state).split(", ", 1)[1], refresh=False)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.show_bar:
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        super().on_evaluate(args, state, control, **kwargs)
+        if state.is_world_process_zero and self.convergence.record.evaluations:
+            self._write(f"[hf-reservoir] {self.status(state)}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.show_bar:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
 
 
 @contextlib.contextmanager

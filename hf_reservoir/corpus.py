@@ -1,6 +1,6 @@
 """The embedded default corpus: real German-English text from four Debian packages, built offline.
 
-Sources (see ``README.md`` and ``../shared/data/de-en-corpus.md``):
+Sources (see the README's "Data" section):
 
 * ``libreoffice-help-en-us`` + ``libreoffice-help-de``: help paragraphs paired by (file, id);
 * ``trans-de-en``: example sentences from the Ding dictionary;
@@ -118,7 +118,7 @@ def _unpack(debs: dict[str, str], target: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Cleaning (measured rules, ../shared/data/de-en-corpus.md)
+# Cleaning (rules measured on these packages; the README's "Data" section)
 # --------------------------------------------------------------------------------------------
 
 # NBSP-like spaces become spaces; BOM, zero-width characters and soft hyphens disappear.

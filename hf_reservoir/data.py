@@ -43,6 +43,7 @@ def _read_lines(path: str) -> list[str]:
             f"{path} is not valid UTF-8: byte {error.start} (line {line}) is {raw[error.start : error.start + 1]!r}. "
             "Convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`."
         ) from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first sentence
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -128,6 +129,12 @@ def _jsonl_split(folder: str, split: str, langs: tuple[str, str]) -> list[dict[s
                 f"{path} line {number} has keys {keys} but needs the language keys {list(langs)}: use objects like "
                 f'{{"{langs[0]}": "...", "{langs[1]}": "..."}}, or pass the right --source_lang/--target_lang.'
             )
+        wrong = {lang: record[lang] for lang in langs if not isinstance(record[lang], str)}
+        if wrong:
+            raise DataError(
+                f"{path} line {number}: the values of {sorted(wrong)} are {list(wrong.values())!r}, not text; every "
+                'language key needs a string, e.g. {"' + langs[0] + '": "Hallo", "' + langs[1] + '": "Hello"}.'
+            )
         rows.append({lang: record[lang] for lang in langs})
     return rows
 
@@ -153,7 +160,9 @@ def detect_format(path: str) -> str:
 
 
 def _check_language_keys(dataset, langs: tuple[str, str], where: str) -> None:
-    sample = dataset[0]["translation"] if len(dataset) else {}
+    if not len(dataset):
+        raise DataError(f"{where} holds no pairs; every split needs at least one sentence pair.")
+    sample = dataset[0]["translation"]
     missing = [lang for lang in langs if lang not in sample]
     if missing:
         raise DataError(
@@ -244,6 +253,12 @@ def load_parallel_corpus(
         ]
         dropped[split] = len(dataset) - len(keep)
         result[split] = dataset.select(keep) if dropped[split] else dataset
+    for split in SPLITS:
+        if not len(result[split]):
+            raise DataError(
+                f"Every pair of the {split} split of {path_or_name} is blank ({dropped[split]} empty or "
+                "whitespace-only pairs); give that split real sentences."
+            )
     if sum(dropped.values()):
         logger.warning("Dropped empty or whitespace-only pairs: %s", dict(dropped))
     if stats is not None:

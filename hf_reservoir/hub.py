@@ -56,7 +56,7 @@ def push_folder(
 ) -> str:
     """Create the repository (if needed), the branch ``revision`` (if given) and upload ``folder``.
 
-    The token comes from ``token``, else ``HF_TOKEN`` or a ``huggingface-cli login``.
+    The token comes from ``token``, else ``HF_TOKEN`` or an ``hf auth login``.
     Returns the commit URL.
     """
     from huggingface_hub import HfApi

@@ -478,13 +478,17 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
         return {m.reservoir_id: m for m in self.modules() if getattr(m, "is_reservoir", False)}
 
     def freeze_reservoirs(self) -> None:
-        """Set ``requires_grad=False`` on every reservoir parameter.
+        """Set ``requires_grad=False`` on every reservoir parameter and on the sinusoidal position tables.
 
         Called after construction and after `from_pretrained`, which turns ``requires_grad`` back on
-        for every loaded weight.
+        for every loaded weight. The position tables are fixed functions of the position, never learned
+        and never saved; a trainable copy would drift in fine-tuning and differ from what reloads.
         """
         for layer in self.reservoir_layers().values():
             layer.requires_grad_(False)
+        for name, module in self.named_modules():
+            if name.endswith("embed_positions"):
+                module.requires_grad_(False)
 
     def post_init(self) -> None:
         # The backskip predictor is a training aid; inference works without it.
@@ -588,8 +592,9 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 )
             if has_safetensors and not allow_pickle:
                 kwargs.setdefault("use_safetensors", True)
+        want_info = kwargs.pop("output_loading_info", False)
         try:
-            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         except Exception as error:
             if "safetensors" in type(error).__module__ or "deserializ" in str(error).lower():
                 raise ValueError(
@@ -597,11 +602,18 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                     "copy it again."
                 ) from error
             raise
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model, info = loaded
+        unexpected = sorted(info.get("unexpected_keys") or [])
+        if unexpected:
+            raise ValueError(
+                f"The weights in {path} do not fit its config.json: {len(unexpected)} saved tensors have no place in "
+                f"the model (e.g. {', '.join(unexpected[:3])}), so config.json was edited (a reservoir type or a "
+                "layer count) or belongs to another model. Restore the config the weights were saved with."
+            )
         model.freeze_reservoirs()
         if model.config.reservoir_storage == "seed":
             model._verify_reservoir_checksums()
-        return loaded
+        return (model, info) if want_info else model
 
     def _verify_reservoir_checksums(self) -> None:
         recorded = self.config.reservoir_checksums or {}

@@ -9,7 +9,7 @@ optimizer, schedule and wall-clock budget T-hat; only the encoder differs:
   so that N layers are active on average;
 * ``<type>-identity`` / ``<type>-learned``: reservoirs with backskipping.
 
-Each run is ``training/train.py`` in its own process; a run whose ``results.json`` exists is
+Each run is ``python -m hf_reservoir.cli train`` in its own process; a run whose ``results.json`` exists is
 skipped, so an interrupted sweep resumes. The report reads only the run folders.
 """
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-RESERVOIR_MODELS = ("transformer", "ffn", "bigru", "cnn")
+from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # every reservoir type is a model
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -90,6 +90,7 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
         seed=cell.seed,
         budget_seconds=config.budget_seconds,
         reservoir_seed=cell.seed,
+        overwrite_output_dir=True,  # a cell without results.json starts over
     )
     base, backskip = split_model(cell.model)
     if cell.model == "regular":
@@ -116,9 +117,9 @@ def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> s
     if os.path.exists(os.path.join(run_dir, "results.json")):
         return "skipped"
     os.makedirs(run_dir, exist_ok=True)
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
+    command = [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
     with open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8") as log:
-        process = subprocess.run([python, script, *cell_arguments(config, cell)], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     return "done" if process.returncode == 0 else "failed"
 
 

@@ -48,6 +48,11 @@ def _train_spm(texts, prefix: str, vocab_size: int, model_type: str) -> None:
             minloglevel=2,
             **SPECIAL_IDS,
         )
+    except RuntimeError as error:  # e.g. "Vocabulary size is too high (8000). Please set it to a value <= 2311."
+        raise ValueError(
+            f"SentencePiece could not train a {vocab_size}-piece vocabulary on this data: {error}. Lower vocab_size "
+            "to the limit it names, or train on more text."
+        ) from error
     finally:
         os.unlink(path)
 
@@ -85,7 +90,6 @@ def train_marian_tokenizer(
     """
     if vocab_size < 300:
         raise ValueError(f"vocab_size={vocab_size} is too small: byte fallback alone needs 259 pieces; use >= 300.")
-    os.makedirs(output_dir, exist_ok=True)
     pairs = train_dataset["translation"]
     with tempfile.TemporaryDirectory() as work:
         if joint:

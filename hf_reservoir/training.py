@@ -15,8 +15,8 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from .configuration_reservoir import ReservoirMarianConfig
-from .convergence import ConvergenceCallback
-from .metrics import corpus_scores
+from .convergence import ConvergenceCallback, ConvergenceProgressCallback
+from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
 from .model_card import describe_hardware, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
 
@@ -51,9 +51,9 @@ class ModelArguments:
     num_encoder_reservoir_layers: int | None = field(default=None, metadata={"help": "reservoirs, placed by rule"})
     encoder_reservoir_layers: list[int] | None = field(default=None, metadata={"help": "explicit reservoir indices"})
     reservoir_placement: str = field(default="alternating", metadata={"help": "alternating, middle, bottom, top"})
-    reservoir_type: list[str] = field(
-        default_factory=lambda: ["transformer"],
-        metadata={"help": "transformer, ffn, bigru, cnn: one, or one per reservoir"},
+    reservoir_type: list[str] | None = field(
+        default=None,
+        metadata={"help": "transformer (the default), ffn, bigru, cnn: one, or one per reservoir"},
     )
     reservoir_init: str = field(default="orthogonal", metadata={"help": "orthogonal or default"})
     reservoir_seed: int = field(default=0, metadata={"help": "seed of the reservoir weights"})
@@ -64,10 +64,23 @@ class ModelArguments:
     backskip_anneal_factor: float = field(default=0.999, metadata={"help": "skip prob. 1 - factor**n after warm-up"})
     backskip_predictor_rank: int = field(default=0, metadata={"help": "learned predictor rank (0: full)"})
 
+    def __post_init__(self):
+        if (
+            self.reservoir_type is not None
+            and self.num_encoder_reservoir_layers is None
+            and self.encoder_reservoir_layers is None
+        ):
+            raise ValueError(
+                f"reservoir_type={self.reservoir_type} was given without reservoir layers, which would train a model "
+                "with no reservoirs; add num_encoder_reservoir_layers (e.g. 2) or encoder_reservoir_layers, or drop "
+                "reservoir_type."
+            )
+
     def config_kwargs(self) -> dict:
         kwargs = {k: v for k, v in vars(self).items() if k != "model_name_or_path"}
         types = kwargs.pop("reservoir_type")
-        kwargs["reservoir_type"] = types[0] if len(types) == 1 else list(types)
+        if types is not None:
+            kwargs["reservoir_type"] = types[0] if len(types) == 1 else list(types)
         return kwargs
 
 
@@ -84,7 +97,13 @@ class DataArguments:
     source_lang: str = field(default="de", metadata={"help": "source language key"})
     target_lang: str = field(default="en", metadata={"help": "target language key"})
     build_corpus: bool = field(default=False, metadata={"help": "build the Debian corpus at data_path if missing"})
-    tokenizer_path: str | None = field(default=None, metadata={"help": "a saved MarianTokenizer; trained if missing"})
+    tokenizer_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "a saved MarianTokenizer (default: the one in model_name_or_path, else one trained into "
+            "OUTPUT_DIR/tokenizer)"
+        },
+    )
     vocab_size: int = field(default=8000, metadata={"help": "SentencePiece pieces when training a tokenizer"})
     max_source_length: int = field(default=128, metadata={"help": "longer sources are truncated and counted"})
     max_target_length: int = field(default=128, metadata={"help": "longer targets are truncated and counted"})
@@ -93,6 +112,10 @@ class DataArguments:
     max_tokens: int | None = field(
         default=None,
         metadata={"help": "tokens per batch (fairseq --max-tokens); replaces per_device_train_batch_size"},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "start a new run in an output_dir that holds an earlier run's files, replacing them"},
     )
 
 
@@ -107,9 +130,9 @@ class ConvergenceArguments:
     lr_cooldown: float = field(
         default=0.0,
         metadata={
-            "help": "budget-aware cool-down: over this last fraction of budget_seconds the learning rate falls "
-            "linearly to 0 at the budget (multiplying lr_scheduler_type's schedule). Needs budget_seconds; "
-            "0 turns it off"
+            "help": "cool-down tied to the stop: over this last fraction of training the learning rate falls "
+            "linearly to 0 (multiplying lr_scheduler_type's schedule); the fraction is of budget_seconds when "
+            "given (wall-clock), else of max_steps (the same on every machine). 0 turns it off"
         },
     )
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
@@ -263,19 +286,6 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
 
-def decode_pairs(tokenizer, predictions, labels) -> tuple[list[str], list[str]]:
-    """Generated ids and label ids as detokenised text (negative ids and ``-100`` become padding)."""
-    import numpy as np
-
-    if isinstance(predictions, tuple):
-        predictions = predictions[0]
-    predictions = np.where(predictions < 0, tokenizer.pad_token_id, predictions)
-    labels = np.where(labels == -100, tokenizer.pad_token_id, labels)
-    hypotheses = [t.strip() for t in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-    references = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-    return hypotheses, references
-
-
 def build_compute_metrics(tokenizer):
     """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
 
@@ -295,9 +305,9 @@ def check_tokenizer_matches_model(tokenizer, config: ReservoirMarianConfig) -> N
     vocab = len(tokenizer)
     target_vocab = len(tokenizer.target_encoder) if getattr(tokenizer, "separate_vocabs", False) else vocab
     problems = []
-    if vocab > config.vocab_size:
+    if vocab != config.vocab_size:
         problems.append(f"the tokenizer has {vocab} source tokens but the model's vocab_size is {config.vocab_size}")
-    if target_vocab > config.decoder_vocab_size:
+    if target_vocab != config.decoder_vocab_size:
         problems.append(
             f"the tokenizer has {target_vocab} target tokens but decoder_vocab_size is {config.decoder_vocab_size}"
         )
@@ -325,8 +335,15 @@ LAYOUT_FIELDS = (
 
 def check_resume_layout(checkpoint: str, config: ReservoirMarianConfig) -> None:
     """Refuse to resume a checkpoint whose reservoir layout differs from the requested one."""
-    with open(os.path.join(checkpoint, "config.json"), encoding="utf-8") as handle:
-        saved = ReservoirMarianConfig(**{k: v for k, v in json.load(handle).items() if k not in ("auto_map",)})
+    path = os.path.join(checkpoint, "config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = ReservoirMarianConfig(**{k: v for k, v in json.load(handle).items() if k not in ("auto_map",)})
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: its {path} is unreadable or invalid ({error}). Resume from an older "
+            "checkpoint with --resume_from_checkpoint PATH, or start a new run."
+        ) from error
     changed = [
         f"{f}: checkpoint {getattr(saved, f)!r}, now {getattr(config, f)!r}"
         for f in LAYOUT_FIELDS
@@ -340,9 +357,28 @@ def check_resume_layout(checkpoint: str, config: ReservoirMarianConfig) -> None:
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint in ``output_dir`` (weights and trainer state written), or None.
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    A checkpoint cut short by a crash or a full disk is skipped with a warning, so resuming falls back to the
+    newest one that can be loaded instead of failing.
+    """
+    import re
+
+    if not os.path.isdir(output_dir):
+        return None
+    found = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(found):
+        path = os.path.join(output_dir, name)
+        files = set(os.listdir(path))
+        weights = [f for f in files if f.endswith(".safetensors") and os.path.getsize(os.path.join(path, f)) > 0]
+        if "trainer_state.json" in files and "config.json" in files and weights:
+            return path
+        logger.warning("Skipping the incomplete checkpoint %s (weights or trainer state missing).", path)
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +386,90 @@ def last_checkpoint(output_dir: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_data(data_args: DataArguments, output_dir: str):
+def _holds_tokenizer(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "vocab.json"))
+
+
+def resolve_tokenizer(data_args: DataArguments, model_name_or_path: str | None, output_dir: str) -> tuple[str, bool]:
+    """Where the tokenizer comes from, and whether it must be trained first.
+
+    An explicit ``tokenizer_path`` must hold a tokenizer; else a saved model's own tokenizer; else the
+    run's ``OUTPUT_DIR/tokenizer``, trained on first use and reused on resume if it has ``vocab_size`` pieces.
+    """
+    if data_args.tokenizer_path:
+        if not _holds_tokenizer(data_args.tokenizer_path):
+            raise ValueError(
+                f"tokenizer_path={data_args.tokenizer_path} holds no tokenizer (no vocab.json). Point it at a saved "
+                f"tokenizer, or omit it to train a new one into {os.path.join(output_dir, 'tokenizer')}."
+            )
+        return data_args.tokenizer_path, False
+    if model_name_or_path:
+        if _holds_tokenizer(model_name_or_path) or not os.path.isdir(model_name_or_path):
+            return model_name_or_path, False  # the model's own folder, or a Hub id
+        raise ValueError(
+            f"model_name_or_path={model_name_or_path} holds no tokenizer (no vocab.json), and a newly trained one "
+            "would not match the model's ids; pass --tokenizer_path with the tokenizer it was trained with."
+        )
+    own = os.path.join(output_dir, "tokenizer")
+    if not _holds_tokenizer(own):
+        return own, True
+    from .tokenization import load_tokenizer
+
+    size = len(load_tokenizer(own))
+    if size != data_args.vocab_size:
+        raise ValueError(
+            f"{own} holds a {size}-piece tokenizer from an earlier run, but vocab_size={data_args.vocab_size} was "
+            f"asked for; resume with --vocab_size {size}, or start the run in a new output_dir."
+        )
+    return own, False
+
+
+def check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
+    """Refuse to overwrite an earlier run's files, and an output_dir that cannot be written, before training."""
+    model_dir = os.path.join(output_dir, "model")
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"{model_dir} is a file, but the trained model is saved there; move or delete it.")
+    earlier = [
+        name
+        for name in (sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else [])
+        if name in ("results.json", "convergence.json", "model", "tokenizer") or name.startswith("checkpoint-")
+    ]
+    if earlier and not resuming:
+        if not overwrite:
+            raise ValueError(
+                f"output_dir={output_dir} holds an earlier run ({', '.join(earlier)}). Resume it with "
+                "--resume_from_checkpoint last, start over with --overwrite_output_dir true (its files are "
+                "replaced), or choose a new output_dir."
+            )
+        import shutil
+
+        for name in earlier:  # a fresh start: the old tokenizer and checkpoints must not leak into it
+            path = os.path.join(output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, ".write_test")
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"output_dir={output_dir} cannot be written ({error.strerror}); choose a folder you can write to."
+        ) from error
+
+
+def check_lengths(data_args: DataArguments, max_position_embeddings: int) -> None:
+    """Sources and targets must fit the model's position table."""
+    for name in ("max_source_length", "max_target_length"):
+        value = getattr(data_args, name)
+        if value > max_position_embeddings:
+            raise ValueError(
+                f"{name}={value} exceeds the model's max_position_embeddings={max_position_embeddings}; lower "
+                f"{name}, or build the model with max_position_embeddings >= {value}."
+            )
+
+
+def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: str | None = None):
     """Load (building first if asked) the corpus and the tokenizer; returns (corpus, tokenizer, stats)."""
     from .corpus import build_corpus
     from .data import load_parallel_corpus
@@ -373,8 +492,8 @@ def prepare_data(data_args: DataArguments, output_dir: str):
         corpus["validation"] = corpus["validation"].select(
             range(min(data_args.max_eval_samples, len(corpus["validation"])))
         )
-    tokenizer_path = data_args.tokenizer_path or os.path.join(output_dir, "tokenizer")
-    if not os.path.exists(os.path.join(tokenizer_path, "vocab.json")):
+    tokenizer_path, train = resolve_tokenizer(data_args, model_name_or_path, output_dir)
+    if train:
         train_marian_tokenizer(
             corpus["train"],
             data_args.source_lang,
@@ -390,6 +509,7 @@ def build_model(model_args: ModelArguments, tokenizer) -> ReservoirMarianMTModel
     """A new model sized from ``model_args`` with the tokenizer's vocabulary and special ids, or a saved one."""
     if model_args.model_name_or_path:
         model = ReservoirMarianMTModel.from_pretrained(model_args.model_name_or_path)
+        check_shape_flags(model_args, model.config)
     else:
         separate = getattr(tokenizer, "separate_vocabs", False)
         config = ReservoirMarianConfig(
@@ -407,8 +527,31 @@ def build_model(model_args: ModelArguments, tokenizer) -> ReservoirMarianMTModel
     return model
 
 
-def format_summary(summary: dict) -> str:
-    return "\n".join(f"  {k:>24}: {v:.4g}" if isinstance(v, float) else f"  {k:>24}: {v}" for k, v in summary.items())
+def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig) -> None:
+    """Refuse model flags that were set away from their defaults and contradict a loaded model."""
+    from dataclasses import fields
+
+    loaded = config.to_dict()
+    contradictions = []
+    for f in fields(ModelArguments):
+        if f.name == "model_name_or_path" or f.name not in loaded:
+            continue
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        value = getattr(model_args, f.name)
+        if value == default:
+            continue  # not set (or set to the default): the loaded model decides
+        if f.name == "reservoir_type" and value is not None:
+            value = value[0] if len(value) == 1 else list(value)
+            saved = loaded[f.name]
+            if value == saved or (isinstance(saved, list) and [value] * len(saved) == saved):
+                continue
+        if value != loaded[f.name]:
+            contradictions.append(f"{f.name}: asked {value!r}, the saved model has {loaded[f.name]!r}")
+    if contradictions:
+        raise ValueError(
+            f"model_name_or_path loads a saved model whose shape differs from the flags: {'; '.join(contradictions)}. "
+            "Drop those flags to continue from the saved model, or drop model_name_or_path to build a new one."
+        )
 
 
 def run_training(
@@ -426,13 +569,24 @@ def run_training(
     """
     from transformers import set_seed
 
-    # Validate the model settings before touching data: a bad config fails in a second.
+    # Validate the settings before touching data: a bad config fails in a second.
     ReservoirMarianConfig(**model_args.config_kwargs())
+    if not model_args.model_name_or_path:
+        check_lengths(data_args, model_args.max_position_embeddings)
+    if not training_args.predict_with_generate:  # BLEU needs generated ids, not logits
+        logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
+        training_args.predict_with_generate = True
     final_beams = convergence_args.final_num_beams
     if final_beams is None:
         final_beams = training_args.generation_num_beams or 1
     if final_beams < 1:
         raise ValueError(f"final_num_beams must be at least 1, got {final_beams}; use 1 for greedy decoding.")
+    if convergence_args.lr_cooldown and convergence_args.budget_seconds is None and training_args.max_steps <= 0:
+        raise ValueError(
+            f"lr_cooldown={convergence_args.lr_cooldown} decays the learning rate to 0 where training ends, but "
+            "neither budget_seconds nor max_steps says where that is; set max_steps (the same on every machine) "
+            "or budget_seconds (wall-clock), or drop lr_cooldown."
+        )
     callback = ConvergenceCallback(
         budget_seconds=convergence_args.budget_seconds,
         patience=convergence_args.patience,
@@ -446,10 +600,15 @@ def run_training(
                 f"resume_from_checkpoint asks for the last checkpoint, but {training_args.output_dir} "
                 "has none; drop the flag to start a new run."
             )
+    if training_args.process_index == 0:
+        check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="corpus and tokenizer"):  # other ranks reuse rank 0's files
-        corpus, tokenizer, data_stats = prepare_data(data_args, training_args.output_dir)
+        corpus, tokenizer, data_stats = prepare_data(
+            data_args, training_args.output_dir, model_args.model_name_or_path
+        )
     model = build_model(model_args, tokenizer)
+    check_lengths(data_args, model.config.max_position_embeddings)
     if resume:
         check_resume_layout(resume, model.config)
     model.generation_config.max_length = data_args.max_target_length
@@ -491,6 +650,10 @@ def run_training(
         callbacks=[callback, BackskipStepCallback(), *(callbacks or [])],
         max_tokens=data_args.max_tokens,
     )
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows the clock and BLEU as well
+    trainer.add_callback(ConvergenceProgressCallback(callback, show_bar=not training_args.disable_tqdm))
     train_output = trainer.train(resume_from_checkpoint=resume or None)
     report = {
         "convergence": callback.summary(),
@@ -503,7 +666,13 @@ def run_training(
         "data_source": {"name": data_args.data_path, "config": data_args.hub_config},
         "corpus_stats": _corpus_stats(data_args.data_path),
         "hardware": describe_hardware(),
-        "training": training_facts(training_args, data_args, trainer, convergence_args.lr_cooldown),
+        "training": training_facts(
+            training_args,
+            data_args,
+            trainer,
+            convergence_args.lr_cooldown,
+            on_clock=convergence_args.budget_seconds is not None,
+        ),
     }
     best = trainer.state.best_model_checkpoint
     report["best_checkpoint"] = best
@@ -519,12 +688,15 @@ def run_training(
             hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
             report["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
     final_dir = os.path.join(training_args.output_dir, "model")
+    # The saved folder decodes the way its reported scores were decoded.
+    trainer.model.generation_config.num_beams = final_beams
     if trainer.is_world_process_zero():
-        trainer.save_model(final_dir)
-        tokenizer.save_pretrained(final_dir)
+        # The measurements first: a failing model save must not take results.json with it.
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2, default=str)
             handle.write("\n")
+        trainer.save_model(final_dir)
+        tokenizer.save_pretrained(final_dir)
         repo_id = (
             training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
         )
@@ -538,8 +710,18 @@ def run_training(
         )
         if "test" in report:
             print(f"  test BLEU (same decoding):     {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
-        print(f"  peak validation BLEU:         {conv['peak_bleu']}")
-        print(f"  time to peak (training s):    {conv['time_to_peak_seconds']}")
+        steps_per_second = 1 / conv["seconds_per_step"] if conv["seconds_per_step"] else float("nan")
+        print(f"  stopped by:                    {conv['stopped_by']} (step {conv['steps_trained']})")
+        print(
+            f"  training wall-clock:           {conv['train_seconds']:.0f} s ({steps_per_second:.2f} steps/s, "
+            f"{conv['seconds_per_epoch'] or float('nan'):.0f} s per epoch; evaluation and saving excluded)"
+        )
+        if conv["peak_bleu"] is not None:
+            print(
+                f"  peak validation BLEU (during training, {training_args.generation_num_beams or 1} beam): "
+                f"{conv['peak_bleu']:.2f} at {conv['time_to_peak_seconds']:.0f} training s "
+                f"(step {conv['step_at_peak']})"
+            )
         print(
             f"  AUCC:                          {conv['aucc_bleu_hours']:.4f} BLEU-hours "
             f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_budget_seconds']:.0f} s)"
@@ -562,12 +744,15 @@ def _plain(value) -> str:
     return str(getattr(value, "value", value))
 
 
-def training_facts(training_args, data_args: DataArguments, trainer, lr_cooldown: float | None = None) -> dict:
+def training_facts(
+    training_args, data_args: DataArguments, trainer, lr_cooldown: float | None = None, on_clock: bool = True
+) -> dict:
     """The settings a model card reports."""
     args = training_args
     schedule = f"{_plain(args.lr_scheduler_type)}, {args.warmup_steps:g} warm-up steps"
     if lr_cooldown:
-        schedule += f", then linear cool-down to 0 over the last {lr_cooldown:.0%} of the training budget"
+        window = "training budget (wall-clock)" if on_clock else f"{args.max_steps} steps"
+        schedule += f", then linear cool-down to 0 over the last {lr_cooldown:.0%} of the {window}"
     batch = (
         f"{data_args.max_tokens} tokens"
         if data_args.max_tokens
@@ -586,44 +771,6 @@ def training_facts(training_args, data_args: DataArguments, trainer, lr_cooldown
         "seed": args.seed,
         "evaluation_num_beams": args.generation_num_beams or 1,
     }
-
-
-def check_dataset_order(label_ids, dataset_labels: list[list[int]], pad_token_id: int) -> None:
-    """Refuse per-source scores unless the predictions came back in the data set's order.
-
-    Corpus BLEU does not care about order, but pairing hypotheses with the ``source`` column does: a
-    sampler that reorders evaluation batches (as ``group_by_length`` did before
-    ``ReservoirSeq2SeqTrainer`` kept evaluation in order) would silently score each source on the
-    wrong sentences. The label ids that came back must equal the data set's labels, row by row, followed
-    only by padding (``-100`` within a batch, ``pad_token_id`` where the Trainer joins batches).
-    """
-    padding = {-100, pad_token_id}
-    if len(label_ids) != len(dataset_labels):
-        raise RuntimeError(
-            f"The test predictions hold {len(label_ids)} rows for {len(dataset_labels)} test pairs; per-source "
-            "scores need exactly one prediction per pair, in order."
-        )
-    for row, (returned, labels) in enumerate(zip(label_ids, dataset_labels)):
-        if [int(t) for t in returned[: len(labels)]] != list(labels) or any(
-            int(t) not in padding for t in returned[len(labels) :]
-        ):
-            raise RuntimeError(
-                f"Test prediction {row} does not belong to test pair {row}: the evaluation sampler reordered the "
-                "split, so per-source scores would pair hypotheses with the wrong sources. Evaluate with a "
-                "sequential sampler (ReservoirSeq2SeqTrainer does), or drop the source column."
-            )
-
-
-def scores_by_source(hypotheses: list[str], references: list[str], sources: list[str]) -> dict:
-    """Corpus BLEU and chrF per corpus source (help, ding, ui)."""
-    result = {}
-    for source in sorted(set(sources)):
-        idx = [i for i, s in enumerate(sources) if s == source]
-        result[source] = {
-            "pairs": len(idx),
-            **corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx]),
-        }
-    return result
 
 
 __all__ = [

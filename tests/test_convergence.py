@@ -130,8 +130,11 @@ def test_bad_callback_arguments():
     for fraction in (0, 1.5):
         with pytest.raises(ValueError, match=f"lr_cooldown={fraction} must be a fraction"):
             ConvergenceCallback(budget_seconds=10, lr_cooldown=fraction)
-    with pytest.raises(ValueError, match="no budget_seconds"):
-        ConvergenceCallback(lr_cooldown=0.3)
+    no_end = ConvergenceCallback(lr_cooldown=0.3)  # neither a budget nor max_steps: nothing to cool down to
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(ValueError, match="neither budget_seconds nor max_steps"):
+        no_end.on_train_begin(TrainingArguments(output_dir="unused"), TrainerState(), TrainerControl(), scheduler)
 
 
 def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
@@ -157,6 +160,72 @@ def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
     assert control.should_training_stop and callback.lr_factor() == 0.0
     assert scheduler.get_last_lr() == [0.0]
     torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # the scheduler still checkpoints
+
+
+def test_lr_cooldown_on_steps_falls_linearly_to_zero_at_max_steps(args):
+    """Without a budget the window is the last 40% of max_steps = 10: the clock plays no part."""
+    clock = FakeClock()
+    callback = ConvergenceCallback(lr_cooldown=0.4, clock=clock)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    state, control = TrainerState(max_steps=10), TrainerControl()
+    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
+    seen = []
+    for step in range(10):
+        callback.on_step_begin(args, state, control)
+        clock.now += 10 * (step + 1)  # an erratic machine
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+        state.global_step += 1
+        callback.on_step_end(args, state, control)
+    assert seen == pytest.approx([0.5] * 6 + [0.5, 0.375, 0.25, 0.125])
+    assert not control.should_training_stop  # the Trainer itself stops at max_steps
+    # A run resumed at step 8 trains its next step at the cool-down's rate, not the schedule's.
+    resumed = ConvergenceCallback(lr_cooldown=0.4, clock=clock)
+    scheduler.last_epoch = 8
+    optimizer.param_groups[0]["lr"] = 0.5
+    resumed.on_train_begin(args, TrainerState(max_steps=10, global_step=8), control, lr_scheduler=scheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_stopped_by_names_the_trainers_own_end(tmp_path):
+    state, control = TrainerState(max_steps=6, global_step=6), TrainerControl()
+    for max_steps, expected in ((6, "max_steps"), (-1, "num_train_epochs")):
+        callback = ConvergenceCallback(output_dir=str(tmp_path))
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, report_to="none")
+        callback.on_train_end(args, state, control)
+        assert callback.summary()["stopped_by"] == expected
+    interrupted = ConvergenceCallback(output_dir=str(tmp_path))
+    interrupted.on_train_end(args, TrainerState(max_steps=6, global_step=4), control)
+    assert interrupted.summary()["stopped_by"] is None
+
+
+def test_progress_shows_steps_clock_and_best_bleu(args, capsys):
+    from hf_reservoir.convergence import ConvergenceProgressCallback
+
+    clock = FakeClock()
+    callback = ConvergenceCallback(clock=clock)
+    progress = ConvergenceProgressCallback(callback, show_bar=False)
+    script = [("step", 2.0), ("step", 2.0), ("eval", 5.0, 3.5), ("step", 2.0), ("step", 2.0), ("eval", 5.0, 2.5)]
+    state, control = TrainerState(max_steps=40), TrainerControl()
+    state.is_world_process_zero = True
+    callback.on_train_begin(args, state, control)
+    progress.on_train_begin(args, state, control)
+    for item in script:
+        if item[0] == "step":
+            callback.on_step_begin(args, state, control)
+            clock.now += item[1]
+            state.global_step += 1
+            callback.on_step_end(args, state, control)
+            progress.on_step_end(args, state, control)
+        else:
+            clock.now += item[1]
+            callback.on_evaluate(args, state, control, metrics={"eval_bleu": item[2]})
+            progress.on_evaluate(args, state, control)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "[hf-reservoir] step 2/40, training 4 s, 0.50 steps/s, BLEU 3.50 (best 3.50 at step 2)"
+    assert lines[1] == "[hf-reservoir] step 4/40, training 8 s, 0.50 steps/s, BLEU 2.50 (best 3.50 at step 2)"
 
 
 def test_lr_cooldown_refuses_a_schedule_it_cannot_multiply(args):

@@ -29,7 +29,9 @@ with torch.no_grad():
 generated = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                            max_new_tokens=6, num_beams=2)
 frozen = {name: [p.requires_grad for p in layer.parameters()] for name, layer in model.reservoir_layers().items()}
-torch.save({"logits": logits, "generated": generated, "frozen": frozen, "class": type(model).__module__}, out_path)
+frozen_names = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+torch.save({"logits": logits, "generated": generated, "frozen": frozen, "frozen_names": frozen_names,
+            "class": type(model).__module__}, out_path)
 """
 
 
@@ -91,3 +93,5 @@ def test_fresh_process_remote_code_load(reservoir_type, batch, tmp_path):
     )
     assert set(out["frozen"]) == {"encoder.2", "encoder.4"}
     assert not any(any(flags) for flags in out["frozen"].values())
+    # Exactly what a freshly built model freezes: the reservoirs and the sinusoidal position tables.
+    assert out["frozen_names"] == sorted(n for n, p in model.named_parameters() if not p.requires_grad)

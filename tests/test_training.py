@@ -104,7 +104,11 @@ def test_unknown_flag(tmp_path):
 
 def test_config_file_flags_are_overridden_by_the_command_line(tmp_path):
     config = tmp_path / "c.json"
-    config.write_text(json.dumps({"output_dir": "a", "reservoir_type": ["ffn", "cnn"], "d_model": 128}))
+    config.write_text(
+        json.dumps(
+            {"output_dir": "a", "reservoir_type": ["ffn", "cnn"], "num_encoder_reservoir_layers": 2, "d_model": 128}
+        )
+    )
     model_args, _, training_args, _ = train_script.parse([str(config), "--d_model", "64"])
     assert model_args.d_model == 64 and model_args.reservoir_type == ["ffn", "cnn"]
     assert training_args.output_dir == "a"
@@ -135,10 +139,14 @@ def test_zero_final_beams_is_refused_before_training(tmp_path):
         run_training(model_args, data_args, training_args, ConvergenceArguments(final_num_beams=0))
 
 
-def test_cooldown_without_budget_is_refused_before_training(tmp_path):
-    model_args, data_args, training_args, _ = tiny_args(str(tmp_path / "no-corpus"), None, tmp_path / "run")
-    with pytest.raises(ValueError, match="lr_cooldown=0.3 decays the learning rate to 0 at the budget"):
+def test_cooldown_without_an_end_is_refused_before_training(tmp_path):
+    """A cool-down needs an end: the budget (wall-clock) or max_steps; with neither it is refused."""
+    model_args, data_args, training_args, _ = tiny_args(
+        str(tmp_path / "no-corpus"), None, tmp_path / "run", max_steps=-1
+    )
+    with pytest.raises(ValueError, match="lr_cooldown=0.3 decays the learning rate to 0 where training ends, but"):
         run_training(model_args, data_args, training_args, ConvergenceArguments(lr_cooldown=0.3))
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluation_splits_generate_longest_first():
@@ -225,12 +233,56 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
     assert max(e["bleu"] for e in evaluations[1:]) > evaluations[0]["bleu"]
     assert report["convergence"]["peak_bleu"] == max(e["bleu"] for e in evaluations)
     assert (tmp_path / "run" / "convergence.png").exists() and (tmp_path / "run" / "results.json").exists()
+    # The saved folder decodes as the reported final scores were decoded.
+    generation = json.loads((tmp_path / "run" / "model" / "generation_config.json").read_text())
+    assert generation["num_beams"] == 3
     model = AutoModelForSeq2SeqLM.from_pretrained(report["model_dir"]).eval()
     assert not any(p.requires_grad for p in model.model.encoder.layers[1].parameters())
     tokenizer = load_tokenizer(report["model_dir"])
     inputs = tokenizer(["Wählen Sie Extras - Optionen."], return_tensors="pt")
     text = tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0], skip_special_tokens=True)
     assert isinstance(text, str) and text.strip()
+
+    # `hf-reservoir evaluate` scores the saved model as training did: same split, decoding and lengths.
+    from hf_reservoir.cli import main as cli_main
+
+    out = tmp_path / "eval"
+    argv = ["evaluate", report["model_dir"], "--data_path", str(corpus_dir), "--split", "test", "--output_dir"]
+    argv += [str(out), "--batch_size", "64", "--max_source_length", "48", "--max_target_length", "48"]
+    assert cli_main(argv) == 0
+    scored = json.loads((out / "results.json").read_text())
+    assert scored["num_beams"] == 3 and scored["pairs"] == report["data"]["splits"]["test"]
+    assert scored["bleu"] == pytest.approx(report["test"]["bleu"], abs=1e-6)
+    assert scored["chrf"] == pytest.approx(report["test"]["chrf"], abs=1e-6)
+    assert scored["signature"]["bleu"].startswith("nrefs:1") and set(scored["by_source"]) == {"help", "ui", "ding"}
+    assert len((out / "generated_predictions.txt").read_text().splitlines()) == scored["pairs"]
+
+
+@pytest.mark.slow
+def test_a_fixed_step_run_reaches_the_same_bleu_on_a_slower_machine(corpus_dir, tokenizer_dir, tmp_path):
+    """The main job's stopping rule (max_steps with a step-based cool-down) does not depend on speed."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class SlowMachine(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.05)  # inside the training clock: the step itself is slower
+
+    common = dict(max_steps=40, eval_steps=20, save_steps=20, warmup_steps=10, load_best_model_at_end=False)
+    cooldown = ConvergenceArguments(evaluate_test=False, lr_cooldown=0.25)
+    runs = {}
+    for name, callbacks in (("fast", []), ("slow", [SlowMachine()])):
+        model_args, data_args, training_args, _ = tiny_args(corpus_dir, tokenizer_dir, tmp_path / name, **common)
+        runs[name] = run_training(model_args, data_args, training_args, cooldown, callbacks=callbacks)
+    fast, slow = runs["fast"]["convergence"], runs["slow"]["convergence"]
+    assert fast["stopped_by"] == slow["stopped_by"] == "max_steps"
+    assert fast["steps_trained"] == slow["steps_trained"] == 40
+    assert runs["fast"]["validation"]["bleu"] == runs["slow"]["validation"]["bleu"]
+    assert runs["fast"]["validation"]["loss"] == pytest.approx(runs["slow"]["validation"]["loss"], abs=1e-6)
+    assert slow["train_seconds"] > fast["train_seconds"] + 40 * 0.05 * 0.9
+    assert slow["seconds_per_step"] > fast["seconds_per_step"]
+    assert "cool-down to 0 over the last 25% of the 40 steps" in runs["fast"]["training"]["lr_scheduler"]
 
 
 @pytest.mark.slow
@@ -302,6 +354,7 @@ def test_shipped_configs_parse_and_validate(name):
         # The demo: the paper's placement rule, sized for 2 CPU cores; beam 5 for the final scores.
         assert config.encoder_layout == "LRLRL" and data_args.build_corpus
         assert convergence_args.final_num_beams == 5 and training_args.generation_num_beams == 1
-        # A budget-aware cool-down that the callback accepts.
-        assert 0 < convergence_args.lr_cooldown < 1 and convergence_args.budget_seconds
-        ConvergenceCallback(budget_seconds=convergence_args.budget_seconds, lr_cooldown=convergence_args.lr_cooldown)
+        # The same work on every machine: a fixed number of steps with a step-based cool-down, no budget.
+        assert training_args.max_steps > 0 and convergence_args.budget_seconds is None
+        assert 0 < convergence_args.lr_cooldown < 1
+        ConvergenceCallback(lr_cooldown=convergence_args.lr_cooldown)

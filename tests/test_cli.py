@@ -1,0 +1,74 @@
+"""The `hf-reservoir` command line: every subcommand answers --help, translate reads stdin."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from hf_reservoir import ReservoirMarianMTModel
+from hf_reservoir.cli import COMMANDS, main
+
+from .conftest import tiny_config
+
+SUBCOMMANDS = ["train", *COMMANDS]
+
+
+def test_help_lists_every_subcommand():
+    done = subprocess.run([sys.executable, "-m", "hf_reservoir.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for name in ("prepare", "train", "evaluate", "translate", "sweep", "push"):
+        assert name in done.stdout
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_help_exits_0(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_translate_reads_stdin_and_keeps_blank_lines(tmp_path, monkeypatch, capsys):
+    from hf_reservoir.data import load_parallel_corpus  # noqa: F401 - the loader the tokenizer trains from
+    from hf_reservoir.tokenization import train_marian_tokenizer
+
+    from .test_reliability import pairs
+
+    tokenizer = train_marian_tokenizer(
+        pairs([f"Satz {i} wählen Sie Extras" for i in range(200)]), "de", "en", str(tmp_path / "model"), 300
+    )
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        decoder_vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
+    ReservoirMarianMTModel(config).save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Wählen Sie Extras\n\nSatz 3\n"))
+    capsys.readouterr()
+    assert main(["translate", str(tmp_path / "model"), "--num_beams", "2", "--max_length", "8"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # three lines in, three out, the blank kept
+
+
+def test_translate_refuses_a_folder_without_a_tokenizer(tmp_path, capsys):
+    ReservoirMarianMTModel(tiny_config()).save_pretrained(tmp_path)
+    capsys.readouterr()
+    assert main(["translate", str(tmp_path)]) == 2
+    assert "holds no tokenizer" in capsys.readouterr().err
+
+
+def test_yaml_mappings_reach_the_training_arguments_intact(tmp_path):
+    from hf_reservoir.cli import parse_training_argv
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path}/out\nlr_scheduler_type: cosine_with_min_lr\n"
+        "lr_scheduler_kwargs:\n  min_lr: 1.0e-05\nreport_to: [tensorboard]\n"
+    )
+    _, _, training_args, _ = parse_training_argv([str(config)])
+    assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-05}
+    assert training_args.report_to == ["tensorboard"]  # a one-item list for a one-value option
