@@ -2,6 +2,7 @@
 
     python -m benchmarks.step_cost                      # CPU, the committed shapes
     python -m benchmarks.step_cost --device cuda --dtype bf16
+    python -m benchmarks.step_cost --device cuda --dtype bf16 --shapes gpu --compile   # IWSLT sizes, torch.compile
     python -m benchmarks.step_cost --tiny               # smoke test shapes
 
 Every number is a median over interleaved repeats after a warm-up: the candidates take turns
@@ -24,13 +25,29 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel
+from hf_reservoir.configuration_reservoir import RESERVOIR_TYPES as TYPES
 from hf_reservoir.modeling_reservoir import BackskipPredictor, _SkippedBackward, build_encoder_layer
 
-TYPES = ("transformer", "ffn", "bigru", "cnn")
 
-
-def shapes(tiny: bool) -> dict:
-    if tiny:
+def shapes(name: str) -> dict:
+    """Benchmark shapes: ``cpu`` (committed CPU table), ``gpu`` (the paper's IWSLT'14 sizes) or ``tiny``."""
+    if name == "gpu":
+        # transformer_iwslt_de_en: d_model 512, FFN 1024, 4 heads, N = 6, k = 2; ~4,096 tokens per batch.
+        return dict(
+            d_model=512,
+            ffn=1024,
+            heads=4,
+            batch=128,
+            length=32,
+            vocab=8000,
+            layers=6,
+            k=2,
+            repeats=30,
+            warmup=5,
+            gen_batch=64,
+            gen_tokens=32,
+        )
+    if name == "tiny":
         return dict(
             d_model=32,
             ffn=64,
@@ -309,6 +326,63 @@ def generation(s: dict, device: str, dtype: torch.dtype) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# torch.compile
+# ---------------------------------------------------------------------------------------------
+
+COMPILE_VARIANTS = (
+    "ours, no reservoirs (N)",
+    "ours, N + k transformer reservoirs",
+    "ours, N + k ffn reservoirs",
+    "ours, N + k bigru reservoirs",
+    "ours, N + k cnn reservoirs",
+    "ours, N + k transformer reservoirs, backskip identity",
+)
+
+
+def compiled(s: dict, device: str, dtype: torch.dtype, backend: str) -> dict:
+    """Graph breaks (``torch._dynamo.explain``) and the compiled/eager step-time ratio of each model.
+
+    A model that fails to compile is reported with its error instead of stopping the benchmark.
+    """
+    import torch._dynamo
+
+    batch = batch_for(s, device)
+    all_variants = model_variants(s)
+    results = {}
+    for name in COMPILE_VARIANTS:
+        model = all_variants[name].to(device, dtype).train()
+        torch._dynamo.reset()
+        row: dict = {}
+        try:
+            explanation = torch._dynamo.explain(model)(**batch)
+            row["graph_breaks"] = explanation.graph_break_count
+            row["break_reasons"] = sorted({str(b.reason).splitlines()[0][:160] for b in explanation.break_reasons})
+            torch._dynamo.reset()
+            fast = torch.compile(model, backend=backend)
+
+            def step(m):
+                def run():
+                    m(**batch).loss.backward()
+                    m.zero_grad(set_to_none=True)
+
+                return run
+
+            start = time.perf_counter()
+            step(fast)()  # compile before timing
+            synchronize(device)
+            row["compile_seconds"] = time.perf_counter() - start
+            times = interleaved({"eager": step(model), "compiled": step(fast)}, s["repeats"], s["warmup"], device)
+            row.update(eager_seconds=times["eager"], compiled_seconds=times["compiled"])
+            row["ratio"] = times["compiled"] / times["eager"]
+        except Exception as error:  # noqa: BLE001 - a benchmark reports what failed and goes on
+            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        results[name] = row
+        del model
+        gc.collect()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def machine(device: str) -> dict:
@@ -374,6 +448,22 @@ def markdown(report: dict) -> str:
             f"| {name} | {row['marian_sentences_per_second']:.1f} | {row['ours_sentences_per_second']:.1f} | "
             f"{row['ratio']:.3f} | {row['identical_tokens']} |"
         )
+    if report.get("compile"):
+        lines += [
+            "",
+            f"## torch.compile (backend {report['compile_backend']}): training step, compiled vs eager",
+            "",
+            "| model | graph breaks | compile s | eager ms | compiled ms | ratio | break reasons or error |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in report["compile"].items():
+            if "error" in row and "ratio" not in row:
+                lines.append(f"| {name} | {row.get('graph_breaks', '?')} | | | | | {row['error']} |")
+                continue
+            lines.append(
+                f"| {name} | {row['graph_breaks']} | {row['compile_seconds']:.1f} | {row['eager_seconds'] * 1000:.2f} "
+                f"| {row['compiled_seconds'] * 1000:.2f} | {row['ratio']:.3f} | {'; '.join(row['break_reasons'])} |"
+            )
     lines += ["", "## Checks against the targets", ""]
     lines += [f"- {check}" for check in report["checks"]]
     return "\n".join(lines) + "\n"
@@ -403,9 +493,11 @@ def checks(report: dict) -> list[str]:
     res = whole["ours, N + k transformer reservoirs"]
     saved = n_k["adam_state_bytes"] - res["adam_state_bytes"]
     frozen_reservoir = n_k["trainable_parameters"] - res["trainable_parameters"]
+    per_parameter = 2 * (2 if report["dtype"] == "bf16" else 4)  # Adam's two moments, in the parameters' dtype
     out.append(
-        f"Adam state shrinks by {saved:,} bytes for {frozen_reservoir:,} frozen fp32 parameters: "
-        f"{saved / max(frozen_reservoir, 1):.1f} bytes each (expected 8): {verdict(saved == 8 * frozen_reservoir)}"
+        f"Adam state shrinks by {saved:,} bytes for {frozen_reservoir:,} frozen {report['dtype']} parameters: "
+        f"{saved / max(frozen_reservoir, 1):.1f} bytes each (expected {per_parameter}): "
+        f"{verdict(saved == per_parameter * frozen_reservoir)}"
     )
     b = whole["ours, N + k transformer reservoirs, backskip identity"]
     out.append(
@@ -419,16 +511,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes for the smoke test")
+    parser.add_argument("--shapes", default="cpu", choices=["cpu", "gpu", "tiny"], help="benchmark sizes")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes for the smoke test (--shapes tiny)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile and count graph breaks")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--output-dir", default="results")
     parser.add_argument("--name", default=None, help="file stem (default: step_cost_<device>)")
     args = parser.parse_args(argv)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    s = shapes(args.tiny)
+    s = shapes("tiny" if args.tiny else args.shapes)
     report = {"device": args.device, "dtype": args.dtype, "shapes": s, "machine": machine(args.device)}
     report["per_layer"] = per_layer(s, args.device, dtype)
     report["whole_model"] = whole_model(s, args.device, dtype)
     report["generation"] = generation(s, args.device, dtype)
+    if args.compile:
+        report["compile_backend"] = args.compile_backend
+        report["compile"] = compiled(s, args.device, dtype, args.compile_backend)
     report["checks"] = checks(report)
     os.makedirs(args.output_dir, exist_ok=True)
     stem = args.name or f"step_cost_{args.device}"

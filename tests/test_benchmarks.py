@@ -1,6 +1,13 @@
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from benchmarks.step_cost import main
+
+from .conftest import REPO_ROOT
 
 
 def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
@@ -19,3 +26,37 @@ def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
     )
     assert all(row["identical_tokens"] for row in report["generation"].values())
     assert "Checks against the targets" in (tmp_path / "smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(corpus_dir, tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: every step of the GPU script, on the CPU at tiny shapes."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "DATA_PATH": str(corpus_dir), "WORK_DIR": str(tmp_path / "work")}
+    done = subprocess.run(
+        ["bash", os.path.join(REPO_ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["gpu_check.log", "pair.json", "pair.md", "step_cost.json", "step_cost.md"]
+    report = json.loads((out / "step_cost.json").read_text())
+    assert {"graph_breaks", "ratio"} <= set(report["compile"]["ours, N + k ffn reservoirs"])
+    pair = json.loads((out / "pair.json").read_text())
+    assert set(pair["arms"]) == {"regular", "ffn"} and pair["arms"]["ffn"]["encoder_layout"] == "LLLRLRLL"
+    assert all(row["steps_trained"] > 0 and row["seconds_per_step"] > 0 for row in pair["arms"].values())
+
+
+@pytest.mark.slow
+def test_recipe_speed_benchmark_runs_on_real_batches(corpus_dir, tokenizer_dir, tmp_path):
+    from benchmarks.recipe_speed import VARIANTS
+    from benchmarks.recipe_speed import main as recipe_speed
+
+    argv = ["--tiny", "--data_path", str(corpus_dir), "--tokenizer_path", str(tokenizer_dir)]
+    report = recipe_speed([*argv, "--output-dir", str(tmp_path), "--name", "smoke"])
+    assert list(report["variants"]) == list(VARIANTS)
+    first = next(iter(report["variants"].values()))
+    assert first["step_time_ratio"] == 1.0 and first["pairs_per_second"] > 0
+    assert "| 1 decoder layer |" in (tmp_path / "smoke.md").read_text()

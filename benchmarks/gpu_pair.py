@@ -1,0 +1,168 @@
+"""A short paired training comparison at the paper's IWSLT'14 sizes: regular N = 6 against FFN reservoirs 6 + 2.
+
+    python -m benchmarks.gpu_pair --output-dir results/gpu --seconds 150          # one CUDA GPU, bf16
+    python -m benchmarks.gpu_pair --output-dir /tmp/pair --dry-run                # CPU, tiny shapes, a few steps
+
+Both arms train with ``training/configs/iwslt14_{regular,ffn}.yaml`` on the Debian corpus (``--data_path``),
+with the same overrides: a wall-clock budget of ``--seconds`` training seconds each, greedy evaluation
+every ``--eval_steps`` steps, and a shorter warm-up (1,000 steps to a peak rate of 1e-3) so that a few
+minutes show learning; convergence does not fit, so the report gives time and steps to fixed BLEU targets
+(50, 75 and 90% of the regular model's peak), AUCC up to the common budget, steps per second and seconds
+per epoch, from each run's ``convergence.json``.
+
+The arms run **one after the other**, each alone on the GPU: two processes sharing one GPU interleave
+their kernels unpredictably, while a dedicated GPU's speed drifts little over minutes (the report keeps
+each arm's steps per second, so a reader can check). Writes ``pair.json`` and ``pair.md`` into
+``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARMS = {"regular": "iwslt14_regular.yaml", "ffn": "iwslt14_ffn.yaml"}
+TARGET_FRACTIONS = (0.5, 0.75, 0.9)
+
+# The same for both arms. The paper's 4,000-step warm-up at 5e-4 would not end inside a few minutes.
+COMMON = [
+    "--build_corpus", "false", "--data_format", "corpus", "--max_steps", "-1", "--num_train_epochs", "1000",
+    "--warmup_steps", "1000", "--learning_rate", "0.001", "--dropout", "0.1",
+    "--eval_strategy", "steps", "--save_strategy", "no", "--load_best_model_at_end", "false",
+    "--generation_num_beams", "1", "--final_num_beams", "1", "--evaluate_test", "false",
+    "--max_source_length", "128", "--max_target_length", "128", "--per_device_eval_batch_size", "128",
+    "--disable_tqdm", "true", "--logging_steps", "100", "--dataloader_num_workers", "0",
+]  # fmt: skip
+DRY_RUN = [
+    "--d_model", "32", "--encoder_ffn_dim", "64", "--decoder_ffn_dim", "64", "--encoder_attention_heads", "2",
+    "--decoder_attention_heads", "2", "--max_train_samples", "2000", "--max_eval_samples", "40",
+    "--max_tokens", "1024", "--vocab_size", "1000", "--warmup_steps", "10", "--max_source_length", "32",
+    "--max_target_length", "32",
+]  # fmt: skip
+
+
+def arm_argv(arm: str, args) -> list[str]:
+    argv = [os.path.join(REPO_ROOT, "training", "configs", ARMS[arm]), *COMMON]
+    argv += ["--output_dir", os.path.join(args.work_dir, arm), "--data_path", args.data_path]
+    argv += ["--overwrite_output_dir", "true"]
+    argv += ["--budget_seconds", str(args.seconds), "--eval_steps", str(args.eval_steps), "--seed", str(args.seed)]
+    if args.tokenizer_path:
+        argv += ["--tokenizer_path", args.tokenizer_path]
+    if args.dry_run:
+        argv += [*DRY_RUN, "--use_cpu", "true"]
+    else:
+        argv += ["--bf16", "true"]
+    return argv
+
+
+def run_arm(arm: str, args) -> dict:
+    """Train one arm in this process; return its convergence record (``convergence.json``)."""
+    from hf_reservoir.cli import parse_training_argv
+    from hf_reservoir.training import run_training
+
+    model_args, data_args, training_args, convergence_args = parse_training_argv(arm_argv(arm, args))
+    report = run_training(model_args, data_args, training_args, convergence_args)
+    with open(os.path.join(args.work_dir, arm, "convergence.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    record["encoder_layout"] = report["encoder_layout"]
+    record["parameters"] = report["parameters"]
+    return record
+
+
+def compare(records: dict[str, dict], budget_seconds: float) -> dict:
+    """Targets from the regular arm's peak; time and steps to each, AUCC and speed for every arm."""
+    from hf_reservoir.convergence import aucc, time_to_target
+
+    peak = max((e["bleu"] for e in records["regular"]["evaluations"]), default=0.0)
+    targets = {f"{fraction:.0%}": fraction * peak for fraction in TARGET_FRACTIONS}
+    rows = {}
+    for arm, record in records.items():
+        summary, evaluations = record["summary"], record["evaluations"]
+        curve = [(e["train_seconds"], e["bleu"]) for e in evaluations]
+        rows[arm] = {
+            "encoder_layout": record["encoder_layout"],
+            "trainable_parameters": record["parameters"]["trainable"],
+            "total_parameters": record["parameters"]["total"],
+            "peak_bleu": summary["peak_bleu"],
+            "time_to_peak_seconds": summary["time_to_peak_seconds"],
+            "steps_trained": summary["steps_trained"],
+            "train_seconds": summary["train_seconds"],
+            "seconds_per_step": summary["seconds_per_step"],
+            "seconds_per_epoch": summary["seconds_per_epoch"],
+            "aucc_normalized": aucc(curve, budget_seconds) / budget_seconds if curve else 0.0,
+            "to_target": {name: time_to_target(evaluations, value) for name, value in targets.items()},
+        }
+    return {"budget_seconds": budget_seconds, "targets": targets, "arms": rows}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Paired GPU run: regular N = 6 against FFN reservoirs 6 + 2 ({m.get('gpu') or m['processor']})",
+        "",
+        f"torch {m['torch']}, transformers {m['transformers']}, {report['precision']}; "
+        f"{report['budget_seconds']:.0f} training seconds per arm, one after the other; greedy validation BLEU. "
+        "Targets are fractions of the regular model's peak: "
+        + ", ".join(f"{k} = {v:.2f} BLEU" for k, v in report["targets"].items())
+        + ".",
+        "",
+        "| arm | layout | trainable (total) params | peak BLEU | steps | s/step | s/epoch | AUCC (BLEU) | "
+        + " | ".join(f"time (steps) to {k}" for k in report["targets"])
+        + " |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(report["targets"]),
+    ]
+    for arm, row in report["arms"].items():
+        reached = [
+            f"{hit['train_seconds']:.0f} s ({hit['step']})" if hit else "not reached"
+            for hit in row["to_target"].values()
+        ]
+        lines.append(
+            f"| {arm} | {row['encoder_layout']} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
+            f"{row['peak_bleu']:.2f} | {row['steps_trained']} | {row['seconds_per_step']:.4f} | "
+            f"{row['seconds_per_epoch']:.0f} | {row['aucc_normalized']:.2f} | " + " | ".join(reached) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--work-dir", default="runs/gpu_pair", help="run folders (checkpoint-free)")
+    parser.add_argument("--data_path", default="data/de-en")
+    parser.add_argument("--tokenizer_path", default=None, help="a saved tokenizer (else trained per arm)")
+    parser.add_argument("--seconds", type=float, default=150.0, help="training seconds per arm")
+    parser.add_argument("--eval_steps", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds per arm")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.seconds, args.eval_steps = min(args.seconds, 8.0), min(args.eval_steps, 10)
+    records = {}
+    for arm in ARMS:
+        records[arm] = run_arm(arm, args)
+        if args.tokenizer_path is None:  # the first arm trained it; the second uses the same
+            args.tokenizer_path = os.path.join(args.work_dir, arm, "model")
+    report = compare(records, args.seconds)
+    import torch
+    import transformers
+
+    from benchmarks.step_cost import machine
+
+    device = "cpu" if args.dry_run else "cuda"
+    report["machine"] = {**machine(device), "transformers": transformers.__version__}
+    report["precision"] = "fp32" if args.dry_run else "bf16"
+    report["curves"] = {arm: record["evaluations"] for arm, record in records.items()}
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "pair.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    with open(os.path.join(args.output_dir, "pair.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown(report))
+    print(markdown(report))
+    del torch
+    return report
+
+
+if __name__ == "__main__":
+    main()
