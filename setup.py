@@ -24,7 +24,7 @@ setup(
         "tqdm>=4.60",
         "jinja2>=3",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "tensorboard>=2.14"]},
     entry_points={"console_scripts": ["hf-reservoir=hf_reservoir.cli:main"]},
     license="Apache-2.0",
     license_files=["LICENSE"],

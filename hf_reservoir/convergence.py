@@ -350,6 +350,28 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero:
             self.write(self.output_dir or args.output_dir)
 
+    def figures_for_log(self, bleu: float) -> dict[str, float]:
+        """The clock's figures as of an evaluation that scored ``bleu``, for the Trainer's log.
+
+        The Trainer logs an evaluation's metrics before ``on_evaluate`` reaches this callback, so the
+        evaluation being logged is included here by hand. Every ``report_to`` integration (TensorBoard,
+        W&B, ...) then shows them beside ``eval_bleu``.
+        """
+        peak = self.record.peak
+        if peak is None or bleu > peak["bleu"]:
+            peak = {"bleu": bleu, "train_seconds": self.record.train_seconds}
+        curve = [(e["train_seconds"], e["bleu"]) for e in self.record.evaluations]
+        curve.append((self.record.train_seconds, bleu))
+        horizon = self.budget_seconds or self.record.train_seconds
+        area = aucc(curve, horizon) if horizon > 0 else 0.0
+        return {
+            "eval_convergence/train_seconds": self.record.train_seconds,
+            "eval_convergence/bleu": bleu,
+            "eval_convergence/peak_bleu": peak["bleu"],
+            "eval_convergence/time_to_peak_seconds": peak["train_seconds"],
+            "eval_convergence/aucc_normalized": area / horizon if horizon > 0 else 0.0,
+        }
+
     # -- outputs ------------------------------------------------------------------------------
     def summary(self) -> dict:
         return self.record.summary()

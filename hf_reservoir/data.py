@@ -252,7 +252,7 @@ def load_parallel_corpus(
             if (pair.get(source_lang) or "").strip() and (pair.get(target_lang) or "").strip()
         ]
         dropped[split] = len(dataset) - len(keep)
-        result[split] = dataset.select(keep) if dropped[split] else dataset
+        result[split] = dataset.select(keep, keep_in_memory=True) if dropped[split] else dataset
     for split in SPLITS:
         if not len(result[split]):
             raise DataError(

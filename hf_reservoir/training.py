@@ -47,7 +47,7 @@ class ModelArguments:
     scale_embedding: bool = field(default=True, metadata={"help": "scale embeddings by sqrt(d_model)"})
     max_position_embeddings: int = field(default=256, metadata={"help": "longest sequence"})
     encoder_layerdrop: float = field(default=0.0, metadata={"help": "LayerDrop rate (the paper's baseline)"})
-    layernorm_position: str = field(default="pre", metadata={"help": "pre or post"})
+    layernorm_position: str = field(default="post", metadata={"help": "pre (the paper's equations) or post (Marian)"})
     num_encoder_reservoir_layers: int | None = field(default=None, metadata={"help": "reservoirs, placed by rule"})
     encoder_reservoir_layers: list[int] | None = field(default=None, metadata={"help": "explicit reservoir indices"})
     reservoir_placement: str = field(default="alternating", metadata={"help": "alternating, middle, bottom, top"})
@@ -63,6 +63,12 @@ class ModelArguments:
     backskip_warmup_steps: int = field(default=1000, metadata={"help": "true-gradient steps before skipping"})
     backskip_anneal_factor: float = field(default=0.999, metadata={"help": "skip prob. 1 - factor**n after warm-up"})
     backskip_predictor_rank: int = field(default=0, metadata={"help": "learned predictor rank (0: full)"})
+    backskip_export_predictor: bool = field(
+        default=True, metadata={"help": "save the learned backskip predictor with the model"}
+    )
+    reservoir_storage: str = field(
+        default="weights", metadata={"help": "weights, or seed: save reservoirs as their seed and checksums only"}
+    )
 
     def __post_init__(self):
         if (
@@ -171,7 +177,10 @@ def tokenize_corpus(
     stats.setdefault("truncated", {})
     for split, dataset in corpus.items():
         columns = dataset.column_names
-        encoded = dataset.map(encode, batched=True, remove_columns=columns, desc=f"Tokenizing {split}")
+        # In memory: a cache file would land inside the user's data folder (next to a built corpus's arrow files).
+        encoded = dataset.map(
+            encode, batched=True, remove_columns=columns, desc=f"Tokenizing {split}", keep_in_memory=True
+        )
         stats["truncated"][split] = int(sum(encoded["truncated"]))
         tokenized[split] = encoded.remove_columns("truncated")
     if any(stats["truncated"].values()):
@@ -257,9 +266,16 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     reservoirs never enter it) and applies no weight decay to biases and LayerNorm weights.
     """
 
-    def __init__(self, *args, max_tokens: int | None = None, **kwargs):
+    def __init__(self, *args, max_tokens: int | None = None, convergence: ConvergenceCallback | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_tokens = max_tokens
+        self.convergence = convergence
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        # The convergence clock's figures travel with each evaluation, to every report_to integration.
+        if self.convergence is not None and "eval_bleu" in logs:
+            logs = {**logs, **self.convergence.figures_for_log(float(logs["eval_bleu"]))}
+        super().log(logs, *args, **kwargs)
 
     def _get_eval_sampler(self, eval_dataset):
         # Evaluation keeps the dataset's order, which run_training sets longest first. The Trainer would
@@ -527,6 +543,45 @@ def build_model(model_args: ModelArguments, tokenizer) -> ReservoirMarianMTModel
     return model
 
 
+def check_push_to_hub(training_args) -> bool:
+    """With ``--push_to_hub``, check the repository name and the token before training; return whether to push.
+
+    The upload happens once, at the end, through :func:`push_trained_model` (the model folder with its card
+    and remote-code files), so the Trainer's own per-checkpoint pushes are turned off.
+    """
+    if not training_args.push_to_hub:
+        return False
+    from huggingface_hub import get_token
+
+    if not training_args.hub_model_id:
+        raise ValueError("push_to_hub needs hub_model_id, e.g. --hub_model_id your-name/reservoir-de-en.")
+    if not (training_args.hub_token or get_token()):
+        raise ValueError(
+            "push_to_hub needs a Hub token: pass --hub_token, set HF_TOKEN, or log in once with `hf auth login`."
+        )
+    training_args.push_to_hub = False
+    return True
+
+
+def push_trained_model(model_dir: str, training_args) -> str:
+    """Upload ``model_dir`` as ``hf-reservoir push`` does (card, remote-code files, tokenizer); return the URL."""
+    import tempfile
+
+    from .hub import export_for_hub, push_folder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        export_for_hub(model_dir, scratch + "/export")
+        url = push_folder(
+            scratch + "/export",
+            training_args.hub_model_id,
+            private=bool(training_args.hub_private_repo),
+            revision=training_args.hub_revision,
+            token=training_args.hub_token,
+        )
+    print(f"  uploaded to the Hub:           {url}")
+    return url
+
+
 def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig) -> None:
     """Refuse model flags that were set away from their defaults and contradict a loaded model."""
     from dataclasses import fields
@@ -600,6 +655,7 @@ def run_training(
                 f"resume_from_checkpoint asks for the last checkpoint, but {training_args.output_dir} "
                 "has none; drop the flag to start a new run."
             )
+    push = check_push_to_hub(training_args)
     if training_args.process_index == 0:
         check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
     set_seed(training_args.seed)
@@ -637,8 +693,8 @@ def run_training(
     for split in ("validation", "test"):  # generation order only: the scores do not depend on it
         if split in tokenized:
             order = longest_first(tokenized[split]["input_ids"])
-            tokenized[split] = tokenized[split].select(order)
-            corpus[split] = corpus[split].select(order)
+            tokenized[split] = tokenized[split].select(order, keep_in_memory=True)
+            corpus[split] = corpus[split].select(order, keep_in_memory=True)
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -649,6 +705,7 @@ def run_training(
         compute_metrics=build_compute_metrics(tokenizer),
         callbacks=[callback, BackskipStepCallback(), *(callbacks or [])],
         max_tokens=data_args.max_tokens,
+        convergence=callback,
     )
     from transformers.trainer_callback import ProgressCallback
 
@@ -701,6 +758,8 @@ def run_training(
             training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
         )
         write_model_card(final_dir, training_args.output_dir, repo_id)
+        if push:
+            report["hub_commit"] = push_trained_model(final_dir, training_args)
         conv = report["convergence"]
         print("\n=== hf-reservoir results ===")
         print(

@@ -341,3 +341,45 @@ def test_evaluation_time_is_excluded_in_a_real_trainer(tmp_path):
     assert summary["train_seconds"] < output.metrics["train_runtime"] - 1.8
     written = json.loads((tmp_path / "convergence.json").read_text())
     assert written["summary"]["num_evaluations"] == 5 and (tmp_path / "convergence.png").exists()
+
+
+def test_convergence_figures_reach_tensorboard(tmp_path):
+    """The clock's figures are logged with each evaluation, so report_to integrations show them."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import Seq2SeqTrainingArguments
+
+    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+
+    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
+    scores = iter([1.0, 3.0, 2.0])
+    callback = ConvergenceCallback(clock=TickingClock())
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="no",
+        report_to=["tensorboard"],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = ReservoirSeq2SeqTrainer(
+        model=Tiny(),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data[:4],
+        compute_metrics=lambda _: {"bleu": next(scores)},
+        callbacks=[callback],
+        convergence=callback,
+    )
+    trainer.train()
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    peak = [e.value for e in events.Scalars("eval/convergence/peak_bleu")]
+    time_to_peak = [e.value for e in events.Scalars("eval/convergence/time_to_peak_seconds")]
+    clock = [e.value for e in events.Scalars("eval/convergence/train_seconds")]
+    assert peak == [1.0, 3.0, 3.0]
+    assert time_to_peak[1] == time_to_peak[2] == pytest.approx(clock[1])  # the peak stays at the second evaluation
+    assert clock == pytest.approx([e["train_seconds"] for e in callback.record.evaluations])

@@ -286,6 +286,50 @@ def test_a_fixed_step_run_reaches_the_same_bleu_on_a_slower_machine(corpus_dir, 
 
 
 @pytest.mark.slow
+def test_push_to_hub_uploads_the_card_and_the_remote_code(corpus_dir, tokenizer_dir, tmp_path):
+    from unittest import mock
+
+    uploaded = {}
+
+    def record(**kwargs):
+        uploaded["files"] = sorted(os.listdir(kwargs["folder_path"]))
+        uploaded["card"] = open(os.path.join(kwargs["folder_path"], "README.md"), encoding="utf-8").read()
+        return mock.Mock(commit_url="https://hub/commit/1")
+
+    common = dict(max_steps=20, eval_steps=20, save_steps=20, warmup_steps=5, load_best_model_at_end=False)
+    hub = dict(push_to_hub=True, hub_model_id="someone/tiny-reservoir", hub_token="hf_x", hub_private_repo=True)
+    model_args, data_args, training_args, convergence_args = tiny_args(
+        corpus_dir, tokenizer_dir, tmp_path / "run", **common, **hub
+    )
+    with mock.patch("huggingface_hub.HfApi") as api_class:
+        api_class.return_value.upload_folder.side_effect = record
+        report = run_training(model_args, data_args, training_args, convergence_args)
+    api_class.assert_called_once_with(token="hf_x")
+    api_class.return_value.create_repo.assert_called_once_with(
+        repo_id="someone/tiny-reservoir", private=True, exist_ok=True, repo_type="model"
+    )
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "modeling_reservoir.py",
+        "configuration_reservoir.py",
+    } <= set(uploaded["files"])
+    assert "someone/tiny-reservoir" in uploaded["card"] and report["hub_commit"] == "https://hub/commit/1"
+
+
+def test_push_to_hub_without_a_token_is_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    model_args, data_args, training_args, _ = tiny_args(
+        str(tmp_path / "no-corpus"), None, tmp_path / "run", push_to_hub=True, hub_model_id="someone/x"
+    )
+    with pytest.raises(ValueError, match="push_to_hub needs a Hub token"):
+        run_training(model_args, data_args, training_args, ConvergenceArguments())
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_resume_continues_the_same_curve(corpus_dir, tokenizer_dir, tmp_path):
     from transformers import TrainerCallback
 
@@ -358,3 +402,27 @@ def test_shipped_configs_parse_and_validate(name):
         assert training_args.max_steps > 0 and convergence_args.budget_seconds is None
         assert 0 < convergence_args.lr_cooldown < 1
         ConvergenceCallback(lr_cooldown=convergence_args.lr_cooldown)
+
+
+def test_every_reservoir_setting_of_the_config_is_a_flag_with_the_same_default():
+    """The config's reservoir fields and the command line agree on names and defaults."""
+    from dataclasses import fields
+
+    from hf_reservoir import ReservoirMarianConfig
+
+    config_defaults = {f.name: f.default for f in fields(ReservoirMarianConfig)}
+    reservoir_fields = {
+        name
+        for name in config_defaults
+        if name.startswith(("reservoir_", "backskip_")) or "reservoir" in name or name == "layernorm_position"
+    } - {"reservoir_checksums"}  # written at save time, never set by hand
+    flags = {f.name: f for f in fields(ModelArguments)}
+    assert reservoir_fields <= set(flags), reservoir_fields - set(flags)
+    for name in reservoir_fields:
+        flag = flags[name]
+        default = flag.default_factory() if callable(flag.default_factory) else flag.default
+        if name == "reservoir_type" and default is None:
+            # None means "not given": the config's default applies; given without layers it is refused.
+            assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_defaults[name]
+            continue
+        assert default == config_defaults[name], name
