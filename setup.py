@@ -14,7 +14,6 @@ setup(
         "transformers>=5.0,<6",
         "accelerate>=1.0,<2",
         "datasets>=3.0,<6",
-        "evaluate>=0.4,<0.5",
         "huggingface_hub>=1.0,<3",
         "safetensors>=0.4",
         "sentencepiece>=0.2,<0.3",

@@ -145,22 +145,15 @@ def main(argv: list[str] | None = None) -> dict:
         if args.tokenizer_path is None:  # the first arm trained it; the second uses the same
             args.tokenizer_path = os.path.join(args.work_dir, arm, "model")
     report = compare(records, args.seconds)
-    import torch
     import transformers
 
-    from benchmarks.step_cost import machine
+    from benchmarks.step_cost import machine, write_report
 
     device = "cpu" if args.dry_run else "cuda"
     report["machine"] = {**machine(device), "transformers": transformers.__version__}
     report["precision"] = "fp32" if args.dry_run else "bf16"
     report["curves"] = {arm: record["evaluations"] for arm, record in records.items()}
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "pair.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    with open(os.path.join(args.output_dir, "pair.md"), "w", encoding="utf-8") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
-    del torch
+    write_report(args.output_dir, "pair", report, markdown(report))
     return report
 
 

@@ -528,14 +528,18 @@ def main(argv: list[str] | None = None) -> dict:
         report["compile_backend"] = args.compile_backend
         report["compile"] = compiled(s, args.device, dtype, args.compile_backend)
     report["checks"] = checks(report)
-    os.makedirs(args.output_dir, exist_ok=True)
-    stem = args.name or f"step_cost_{args.device}"
-    with open(os.path.join(args.output_dir, f"{stem}.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    with open(os.path.join(args.output_dir, f"{stem}.md"), "w", encoding="utf-8") as handle:
-        handle.write(markdown(report))
-    print(markdown(report))
+    write_report(args.output_dir, args.name or f"step_cost_{args.device}", report, markdown(report))
     return report
+
+
+def write_report(output_dir: str, stem: str, report: dict, text: str) -> None:
+    """Write ``STEM.json`` and ``STEM.md`` into ``output_dir`` and print the markdown (every benchmark's output)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, f"{stem}.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    with open(os.path.join(output_dir, f"{stem}.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(text)
 
 
 if __name__ == "__main__":

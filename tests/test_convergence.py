@@ -16,11 +16,16 @@ class FakeClock:
         return self.now
 
 
-def drive(callback, clock, script, args):
-    """Run the callback through steps. `script` items: ("step", seconds) or ("eval", seconds, bleu)."""
-    state, control = TrainerState(), TrainerControl()
+def drive(callback, clock, script, args, progress=None, max_steps=0):
+    """Run the callback (and a progress callback after it) through steps.
+
+    `script` items: ("step", seconds), ("eval", seconds, bleu) or ("epoch",).
+    """
+    state, control = TrainerState(max_steps=max_steps), TrainerControl()
     state.is_world_process_zero = True
-    callback.on_train_begin(args, state, control)
+    followers = [c for c in (progress,) if c is not None]
+    for c in (callback, *followers):
+        c.on_train_begin(args, state, control)
     callback.on_epoch_begin(args, state, control)
     for item in script:
         if item[0] == "step":
@@ -28,10 +33,12 @@ def drive(callback, clock, script, args):
             clock.now += item[1]
             state.global_step += 1
             state.epoch = state.global_step / 3  # three steps per epoch
-            callback.on_step_end(args, state, control)
+            for c in (callback, *followers):
+                c.on_step_end(args, state, control)
         elif item[0] == "eval":
             clock.now += item[1]  # evaluation time, which must not count
-            callback.on_evaluate(args, state, control, metrics={"eval_bleu": item[2], "eval_chrf": 1.0})
+            for c in (callback, *followers):
+                c.on_evaluate(args, state, control, metrics={"eval_bleu": item[2], "eval_chrf": 1.0})
         elif item[0] == "epoch":
             callback.on_epoch_end(args, state, control)
             callback.on_epoch_begin(args, state, control)
@@ -208,21 +215,7 @@ def test_progress_shows_steps_clock_and_best_bleu(args, capsys):
     callback = ConvergenceCallback(clock=clock)
     progress = ConvergenceProgressCallback(callback, show_bar=False)
     script = [("step", 2.0), ("step", 2.0), ("eval", 5.0, 3.5), ("step", 2.0), ("step", 2.0), ("eval", 5.0, 2.5)]
-    state, control = TrainerState(max_steps=40), TrainerControl()
-    state.is_world_process_zero = True
-    callback.on_train_begin(args, state, control)
-    progress.on_train_begin(args, state, control)
-    for item in script:
-        if item[0] == "step":
-            callback.on_step_begin(args, state, control)
-            clock.now += item[1]
-            state.global_step += 1
-            callback.on_step_end(args, state, control)
-            progress.on_step_end(args, state, control)
-        else:
-            clock.now += item[1]
-            callback.on_evaluate(args, state, control, metrics={"eval_bleu": item[2]})
-            progress.on_evaluate(args, state, control)
+    drive(callback, clock, script, args, progress=progress, max_steps=40)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "[hf-reservoir] step 2/40, training 4 s, 0.50 steps/s, BLEU 3.50 (best 3.50 at step 2)"
     assert lines[1] == "[hf-reservoir] step 4/40, training 8 s, 0.50 steps/s, BLEU 2.50 (best 3.50 at step 2)"

@@ -1,7 +1,7 @@
 import pytest
 import sacrebleu
 
-from hf_reservoir.metrics import SacreBleuChrf, corpus_scores
+from hf_reservoir.metrics import corpus_scores
 
 
 def test_matches_sacrebleu_and_works_offline():
@@ -11,9 +11,6 @@ def test_matches_sacrebleu_and_works_offline():
     scores = corpus_scores(predictions, references)
     assert scores["bleu"] == pytest.approx(expected)
     assert 0 < scores["chrf"] < 100
-    metric = SacreBleuChrf()  # no Hub access: HF_HUB_OFFLINE=1 in every test
-    result = metric.compute(predictions=predictions, references=[[r] for r in references])
-    assert result == scores
     assert corpus_scores(references, references)["bleu"] == pytest.approx(100)
 
 
