@@ -74,6 +74,18 @@ def translate(
     return outputs
 
 
+SIGNATURES = {"bleu": "BLEU", "chrf": "CHRF"}
+
+
+def signature(metric: str, hypotheses: list[str], references: list[str]) -> str:
+    """sacrebleu's signature of ``metric`` (it knows the reference count only after scoring once)."""
+    import sacrebleu
+
+    scorer = getattr(sacrebleu, metric)()
+    scorer.corpus_score(hypotheses, [references])
+    return str(scorer.get_signature())
+
+
 def evaluate_saved_model(
     model_name_or_path: str,
     data_path: str,
@@ -97,8 +109,6 @@ def evaluate_saved_model(
     decodes its labels; ``max_source_length`` and ``max_target_length`` truncate as training did (default:
     no truncation), so that a split scores as training reported it.
     """
-    import sacrebleu
-
     from .data import load_parallel_corpus
     from .metrics import corpus_scores, scores_by_source
 
@@ -121,10 +131,7 @@ def evaluate_saved_model(
         "pairs": len(hypotheses),
         "num_beams": beams,
         **corpus_scores(hypotheses, references),
-        "signature": {
-            "bleu": str(sacrebleu.BLEU().get_signature()),
-            "chrf": str(sacrebleu.CHRF().get_signature()),
-        },
+        "signature": {name: signature(metric, hypotheses, references) for name, metric in SIGNATURES.items()},
     }
     if "source" in dataset.column_names:
         report["by_source"] = scores_by_source(hypotheses, references, dataset["source"])
