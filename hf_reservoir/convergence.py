@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState, ProgressCallback
@@ -357,19 +357,14 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         evaluation being logged is included here by hand. Every ``report_to`` integration (TensorBoard,
         W&B, ...) then shows them beside ``eval_bleu``.
         """
-        peak = self.record.peak
-        if peak is None or bleu > peak["bleu"]:
-            peak = {"bleu": bleu, "train_seconds": self.record.train_seconds}
-        curve = [(e["train_seconds"], e["bleu"]) for e in self.record.evaluations]
-        curve.append((self.record.train_seconds, bleu))
-        horizon = self.budget_seconds or self.record.train_seconds
-        area = aucc(curve, horizon) if horizon > 0 else 0.0
+        now = {"train_seconds": self.record.train_seconds, "step": None, "epoch": None, "bleu": bleu}
+        summary = replace(self.record, evaluations=[*self.record.evaluations, now]).summary()
         return {
             "eval_convergence/train_seconds": self.record.train_seconds,
             "eval_convergence/bleu": bleu,
-            "eval_convergence/peak_bleu": peak["bleu"],
-            "eval_convergence/time_to_peak_seconds": peak["train_seconds"],
-            "eval_convergence/aucc_normalized": area / horizon if horizon > 0 else 0.0,
+            "eval_convergence/peak_bleu": summary["peak_bleu"],
+            "eval_convergence/time_to_peak_seconds": summary["time_to_peak_seconds"],
+            "eval_convergence/aucc_normalized": summary["aucc_normalized"],
         }
 
     # -- outputs ------------------------------------------------------------------------------
