@@ -46,7 +46,7 @@ if [[ $dry_run == 0 ]]; then
     device=cuda
     compile_backend=inductor
     bench_shapes=(--shapes gpu --dtype bf16)
-    pair=(--seconds "${PAIR_SECONDS:-150}")
+    pair=(--seconds "${PAIR_SECONDS:-80}" --warmup_seconds "${PAIR_WARMUP_SECONDS:-30}")
 else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     device=cpu

@@ -10,10 +10,12 @@ minutes show learning; convergence does not fit, so the report gives time and st
 (50, 75 and 90% of the regular model's peak), AUCC up to the common budget, steps per second and seconds
 per epoch, from each run's ``convergence.json``.
 
-The arms run **one after the other**, each alone on the GPU: two processes sharing one GPU interleave
-their kernels unpredictably, while a dedicated GPU's speed drifts little over minutes (the report keeps
-each arm's steps per second, so a reader can check). Writes ``pair.json`` and ``pair.md`` into
-``--output-dir``.
+The arms run **one after the other** in one process, each alone on the GPU: two processes sharing one
+GPU interleave their kernels unpredictably. The first H100 run (results/gpu/README.md) showed that the
+first arm also pays CUDA's one-time costs (context, cuBLAS handles, kernel selection and allocator growth
+for each new batch shape): about 40 s over its first 250 steps, whichever arm ran first. So an untimed
+warm-up run (``--warmup_seconds``, the first arm's model, discarded) now goes before the timed arms.
+Writes ``pair.json`` and ``pair.md`` into ``--output-dir``.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ DRY_RUN = [
 ]  # fmt: skip
 
 
-def arm_argv(arm: str, args) -> list[str]:
+def arm_argv(arm: str, args, name: str | None = None) -> list[str]:
     argv = [os.path.join(REPO_ROOT, "training", "configs", ARMS[arm]), *COMMON]
-    argv += ["--output_dir", os.path.join(args.work_dir, arm), "--data_path", args.data_path]
+    argv += ["--output_dir", os.path.join(args.work_dir, name or arm), "--data_path", args.data_path]
     argv += ["--overwrite_output_dir", "true"]
     argv += ["--budget_seconds", str(args.seconds), "--eval_steps", str(args.eval_steps), "--seed", str(args.seed)]
     if args.tokenizer_path:
@@ -57,14 +59,14 @@ def arm_argv(arm: str, args) -> list[str]:
     return argv
 
 
-def run_arm(arm: str, args) -> dict:
-    """Train one arm in this process; return its convergence record (``convergence.json``)."""
+def run_arm(arm: str, args, name: str | None = None) -> dict:
+    """Train one arm in this process (into ``work_dir/name``); return its record (``convergence.json``)."""
     from hf_reservoir.cli import parse_training_argv
     from hf_reservoir.training import run_training
 
-    model_args, data_args, training_args, convergence_args = parse_training_argv(arm_argv(arm, args))
+    model_args, data_args, training_args, convergence_args = parse_training_argv(arm_argv(arm, args, name))
     report = run_training(model_args, data_args, training_args, convergence_args)
-    with open(os.path.join(args.work_dir, arm, "convergence.json"), encoding="utf-8") as handle:
+    with open(os.path.join(args.work_dir, name or arm, "convergence.json"), encoding="utf-8") as handle:
         record = json.load(handle)
     record["encoder_layout"] = report["encoder_layout"]
     record["parameters"] = report["parameters"]
@@ -103,7 +105,9 @@ def markdown(report: dict) -> str:
         f"# Paired GPU run: regular N = 6 against FFN reservoirs 6 + 2 ({m.get('gpu') or m['processor']})",
         "",
         f"torch {m['torch']}, transformers {m['transformers']}, {report['precision']}; "
-        f"{report['budget_seconds']:.0f} training seconds per arm, one after the other; greedy validation BLEU. "
+        f"{report['budget_seconds']:.0f} training seconds per arm, one after the other "
+        f"({', '.join(report.get('order', report['arms']))}; untimed warm-up first: "
+        f"{report.get('warmup_seconds', 0):.0f} s); greedy validation BLEU. "
         "Targets are fractions of the regular model's peak: "
         + ", ".join(f"{k} = {v:.2f} BLEU" for k, v in report["targets"].items())
         + ".",
@@ -135,12 +139,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=150.0, help="training seconds per arm")
     parser.add_argument("--eval_steps", type=int, default=250)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--warmup_seconds", type=float, default=60.0, help="an untimed run first, so no timed arm pays CUDA's start"
+    )
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few seconds per arm")
+    parser.add_argument(
+        "--order", default=",".join(ARMS), help="the arms in the order they run (the first pays CUDA's warm-up)"
+    )
     args = parser.parse_args(argv)
     if args.dry_run:
         args.seconds, args.eval_steps = min(args.seconds, 8.0), min(args.eval_steps, 10)
+        args.warmup_seconds = min(args.warmup_seconds, 2.0)
+    order = args.order.split(",")
+    if sorted(order) != sorted(ARMS):
+        parser.error(f"--order {args.order!r} must name each of {', '.join(ARMS)} once")
+    if args.warmup_seconds > 0:
+        timed = args.seconds
+        args.seconds = args.warmup_seconds
+        run_arm(order[0], args, name="warmup")  # discarded
+        args.seconds = timed
+        if args.tokenizer_path is None:
+            args.tokenizer_path = os.path.join(args.work_dir, "warmup", "model")
     records = {}
-    for arm in ARMS:
+    for arm in order:
         records[arm] = run_arm(arm, args)
         if args.tokenizer_path is None:  # the first arm trained it; the second uses the same
             args.tokenizer_path = os.path.join(args.work_dir, arm, "model")
@@ -153,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["machine"] = {**machine(device), "transformers": transformers.__version__}
     report["precision"] = "fp32" if args.dry_run else "bf16"
     report["curves"] = {arm: record["evaluations"] for arm, record in records.items()}
+    report["order"], report["warmup_seconds"] = order, args.warmup_seconds
     write_report(args.output_dir, "pair", report, markdown(report))
     return report
 
