@@ -1,4 +1,5 @@
-"""The ``hf-reservoir`` command line: ``prepare``, ``train``, ``evaluate``, ``translate``, ``sweep``, ``push``.
+"""The ``hf-reservoir`` command line: ``prepare``, ``train``, ``sweep``, ``evaluate``, ``translate``, ``bench``,
+``push``.
 
 ``training/train.py`` is a shim over :func:`train_main`; the sweep launches runs as
 ``python -m hf_reservoir.cli train``, so nothing here depends on the repository's scripts.
@@ -254,7 +255,8 @@ def add_sweep(commands) -> None:
 
 
 def sweep_main(args) -> int:
-    from .sweep import SweepConfig, build_report, cells, run_cell
+    from .sweep import SweepConfig, cells, run_sweep
+    from .sweep_report import build_report
 
     try:
         config = SweepConfig.load(args.config)
@@ -269,13 +271,7 @@ def sweep_main(args) -> int:
         if unknown:
             raise ValueError(f"unknown cells {unknown}; see --list.")
         grid = [c for c in grid if c.name in args.cell]
-    failed = []
-    if not args.report_only:
-        for index, cell in enumerate(grid, start=1):
-            status = run_cell(config, cell)
-            print(f"[{index}/{len(grid)}] {cell.name}: {status}", flush=True)
-            if status == "failed":
-                failed.append(cell.name)
+    failed = [] if args.report_only else run_sweep(config, grid, report=lambda line: print(line, flush=True))
     report_dir = args.report_dir or os.path.dirname(os.path.abspath(args.config))
     print(build_report(config, report_dir))
     if failed:
@@ -284,11 +280,33 @@ def sweep_main(args) -> int:
     return 0
 
 
+def add_bench(commands) -> None:
+    from .benchmarks import BENCHMARKS
+
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark that measures its arms side by side: "
+        + "; ".join(f"{name} ({text})" for name, (_, text) in BENCHMARKS.items()),
+    )
+    bench.add_argument("benchmark", choices=list(BENCHMARKS), help="which benchmark")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="its own flags (hf-reservoir bench NAME --help)")
+
+
+def bench_main(args) -> int:
+    import importlib
+
+    from .benchmarks import BENCHMARKS
+
+    importlib.import_module(BENCHMARKS[args.benchmark][0]).main(args.options)
+    return 0
+
+
 COMMANDS = {
     "prepare": (add_prepare, prepare_main),
     "evaluate": (add_evaluate, evaluate_main),
     "translate": (add_translate, translate_main),
     "sweep": (add_sweep, sweep_main),
+    "bench": (add_bench, bench_main),
     "push": (add_push, push_main),
 }
 

@@ -198,7 +198,13 @@ class ReservoirMarianConfig(MarianConfig):
                 f"reservoir_cnn_kernel_size={self.reservoir_cnn_kernel_size} must be odd so that the convolution "
                 "stays centred; use for example 3 or 7."
             )
+        layers = self._validate_placement()
+        self._validate_types(layers)
+        if self.reservoir_checksums is not None and not isinstance(self.reservoir_checksums, dict):
+            raise ValueError(f"reservoir_checksums={self.reservoir_checksums!r} must be a dict or None.")
 
+    def _validate_placement(self) -> list[int]:
+        """Resolve and check the reservoir indices: explicit ones, or the placement rule's."""
         count = self.num_encoder_reservoir_layers
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
             raise ValueError(f"num_encoder_reservoir_layers={count!r} must be a non-negative integer.")
@@ -222,7 +228,10 @@ class ReservoirMarianConfig(MarianConfig):
                 "decoder_reservoir_layers", self.decoder_reservoir_layers, self.decoder_layers, "decoder_layers"
             )
         )
+        return layers
 
+    def _validate_types(self, layers: list[int]) -> None:
+        """``reservoir_type``: a known type, or one per reservoir layer; and what each type needs of the sizes."""
         types = self.reservoir_type
         named = [types] if isinstance(types, str) else list(types) if isinstance(types, (list, tuple)) else []
         unknown = [t for t in named if t not in RESERVOIR_TYPES]
@@ -249,8 +258,6 @@ class ReservoirMarianConfig(MarianConfig):
             )
         if "bigru" in types_list and self.d_model % 2:
             raise ValueError(f"d_model={self.d_model} must be even for the bigru reservoir (d_model/2 per direction).")
-        if self.reservoir_checksums is not None and not isinstance(self.reservoir_checksums, dict):
-            raise ValueError(f"reservoir_checksums={self.reservoir_checksums!r} must be a dict or None.")
 
     @property
     def encoder_reservoir_types(self) -> dict[int, str]:

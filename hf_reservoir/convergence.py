@@ -316,6 +316,10 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     def _pause(self) -> None:
         self._paused = True
 
+    def skip_interval(self) -> None:
+        """Leave the time since the clock's last reading off the clock (e.g. a wait for a lane's turn)."""
+        self._mark = self.clock()
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         self._pause()
         if not metrics or self.metric_name not in metrics:

@@ -363,8 +363,6 @@ def build_corpus(
     Returns:
         `datasets.DatasetDict` with ``train``, ``validation`` and ``test``.
     """
-    from datasets import Dataset, DatasetDict, Features, Value
-
     if os.path.exists(os.path.join(output_dir, "stats.json")) and not overwrite:
         raise CorpusBuildError(
             f"{output_dir} already holds a corpus; pass overwrite=True (--overwrite) to rebuild it, or load it with "
@@ -381,29 +379,33 @@ def build_corpus(
     with tempfile.TemporaryDirectory(prefix="hf_reservoir_debs_") as root:
         _unpack(debs, root)
         splits = collect_pairs(root, stats)
-
     if os.path.exists(output_dir) and overwrite:
         shutil.rmtree(output_dir)
     os.makedirs(output_dir, exist_ok=True)
+    corpus = _write_corpus(splits, output_dir)
+    with open(os.path.join(output_dir, "stats.json"), "w", encoding="utf-8") as handle:
+        json.dump(stats.to_dict(), handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    logger.info("Built the de-en corpus in %s: %s", output_dir, stats.splits)
+    return corpus
+
+
+def _write_corpus(splits: dict[str, list[tuple[str, str, str]]], output_dir: str):
+    """Save the splits as a ``DatasetDict`` (content-derived fingerprints: two builds are byte-identical) and as
+    plain-text files, one sentence per line."""
+    from datasets import Dataset, DatasetDict, Features, Value
+
     features = Features({"translation": {"de": Value("string"), "en": Value("string")}, "source": Value("string")})
     datasets = {}
     for split, rows in splits.items():
         columns = {"translation": [{"de": de, "en": en} for de, en, _ in rows], "source": [s for _, _, s in rows]}
         dataset = Dataset.from_dict(columns, features=features, split=split)
-        digest = hashlib.sha256(json.dumps(columns, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
-        dataset._fingerprint = digest  # content-derived, so two builds are byte-identical
+        dataset._fingerprint = hashlib.sha256(json.dumps(columns, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
         datasets[split] = dataset
-        for column, values in (
-            ("de", [r[0] for r in rows]),
-            ("en", [r[1] for r in rows]),
-            ("source", columns["source"]),
-        ):
+        texts = {"de": [r[0] for r in rows], "en": [r[1] for r in rows], "source": columns["source"]}
+        for column, values in texts.items():
             with open(os.path.join(output_dir, f"{split}.{column}"), "w", encoding="utf-8") as handle:
                 handle.writelines(v + "\n" for v in values)
     corpus = DatasetDict(datasets)
     corpus.save_to_disk(os.path.join(output_dir, "dataset"))
-    with open(os.path.join(output_dir, "stats.json"), "w", encoding="utf-8") as handle:
-        json.dump(stats.to_dict(), handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    logger.info("Built the de-en corpus in %s: %s", output_dir, stats.splits)
     return corpus

@@ -200,7 +200,7 @@ def load_parallel_corpus(
     Example:
         >>> corpus = load_parallel_corpus("data/de-en", "en", "de")  # English to German
     """
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict
 
     if source_lang == target_lang:
         raise DataError(f"source_lang and target_lang are both {source_lang!r}; give two different languages.")
@@ -208,9 +208,23 @@ def load_parallel_corpus(
     data_format = data_format or detect_format(path_or_name)
     if data_format not in FORMATS:
         raise DataError(f"data_format={data_format!r} is not supported; use one of {', '.join(FORMATS)}.")
+    loaded = _read_splits(path_or_name, data_format, hub_config, langs)
+    _check_splits(loaded, path_or_name, langs)
+    result, dropped = _drop_blank_pairs(loaded, path_or_name, langs)
+    if sum(dropped.values()):
+        logger.warning("Dropped empty or whitespace-only pairs: %s", dict(dropped))
+    if stats is not None:
+        stats["dropped_empty"] = dict(dropped)
+        stats["splits"] = {split: len(result[split]) for split in SPLITS}
+    return DatasetDict(result)
+
+
+def _read_splits(path_or_name: str, data_format: str, hub_config: str | None, langs: tuple[str, str]):
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
     if data_format == "corpus":
-        loaded = load_from_disk(os.path.join(path_or_name, "dataset"))
-    elif data_format == "hub":
+        return load_from_disk(os.path.join(path_or_name, "dataset"))
+    if data_format == "hub":
         # The real Hub path, for users with a network; tests point it at a local folder.
         try:
             loaded = load_dataset(path_or_name, hub_config)
@@ -218,17 +232,20 @@ def load_parallel_corpus(
             raise DataError(
                 f"Could not load the data set {path_or_name!r} (config {hub_config!r}) from the Hub: {error}. If you "
                 f"meant a local folder, {os.path.abspath(path_or_name)} does not exist; build the default corpus "
-                "with `python training/prepare_data.py --output-dir PATH`."
+                "with `hf-reservoir prepare --output-dir PATH`."
             ) from error
         if "validation" not in loaded:
             for alias in SPLIT_ALIASES["validation"][1:]:
                 if alias in loaded:
                     loaded["validation"] = loaded.pop(alias)
-    else:
-        reader = {"text": _text_split, "tsv": _tsv_split, "jsonl": _jsonl_split}[data_format]
-        loaded = DatasetDict(
-            {split: Dataset.from_dict({"translation": reader(path_or_name, split, langs)}) for split in SPLITS}
-        )
+        return loaded
+    reader = {"text": _text_split, "tsv": _tsv_split, "jsonl": _jsonl_split}[data_format]
+    return DatasetDict(
+        {split: Dataset.from_dict({"translation": reader(path_or_name, split, langs)}) for split in SPLITS}
+    )
+
+
+def _check_splits(loaded, path_or_name: str, langs: tuple[str, str]) -> None:
     for split in SPLITS:
         if split not in loaded:
             raise DataError(
@@ -242,8 +259,11 @@ def load_parallel_corpus(
             )
         _check_language_keys(loaded[split], langs, f"{path_or_name} [{split}]")
 
-    dropped = Counter()
-    result = {}
+
+def _drop_blank_pairs(loaded, path_or_name: str, langs: tuple[str, str]) -> tuple[dict, Counter]:
+    """Drop pairs whose source or target is empty or whitespace only (counted); refuse a split left empty."""
+    source_lang, target_lang = langs
+    dropped, result = Counter(), {}
     for split in SPLITS:
         dataset = loaded[split]
         keep = [
@@ -253,15 +273,9 @@ def load_parallel_corpus(
         ]
         dropped[split] = len(dataset) - len(keep)
         result[split] = dataset.select(keep, keep_in_memory=True) if dropped[split] else dataset
-    for split in SPLITS:
         if not len(result[split]):
             raise DataError(
                 f"Every pair of the {split} split of {path_or_name} is blank ({dropped[split]} empty or "
                 "whitespace-only pairs); give that split real sentences."
             )
-    if sum(dropped.values()):
-        logger.warning("Dropped empty or whitespace-only pairs: %s", dict(dropped))
-    if stats is not None:
-        stats["dropped_empty"] = dict(dropped)
-        stats["splits"] = {split: len(result[split]) for split in SPLITS}
-    return DatasetDict(result)
+    return result, dropped

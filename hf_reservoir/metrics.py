@@ -8,6 +8,8 @@ that computes BLEU for training, the sweep report and the model card.
 
 from __future__ import annotations
 
+import math
+
 import sacrebleu
 
 
@@ -79,3 +81,12 @@ def scores_by_source(hypotheses: list[str], references: list[str], sources: list
             **corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx]),
         }
     return result
+
+
+def format_value(value, digits: int = 2) -> str:
+    """A number for a table or a card: ``digits`` decimals for floats, ``n/a`` for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)

@@ -1,9 +1,9 @@
 """Model cards generated from what training measured (never typed by hand).
 
 Training writes ``results.json`` (convergence summary, scores, data statistics, parameter counts)
-and ``convergence.png``; :func:`write_model_card` renders them through
-``model_cards/template.md`` with ``huggingface_hub``'s ``ModelCard``/``ModelCardData``/``EvalResult``,
-so the ``model-index`` metadata is valid.
+and ``convergence.png``; :func:`write_model_card` renders them through the one template,
+``hf_reservoir/model_card_template.md`` (installed with the package), with ``huggingface_hub``'s
+``ModelCard``/``ModelCardData``/``EvalResult``, so the ``model-index`` metadata is valid.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass, field
 
 import torch
+
+from .metrics import format_value
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card_template.md")
 DEBIAN_CORPUS_NAME = "hf-reservoir Debian de-en (LibreOffice help + UI, Ding)"
@@ -64,53 +66,109 @@ def describe_hardware() -> str:
     return f"{device}, torch {torch.__version__}"
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _minutes(seconds) -> str:
     return "n/a" if seconds is None else f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
-def build_model_card(facts: ModelCardFacts):
-    """Render the card; returns a ``huggingface_hub.ModelCard``."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+def _score_rows_and_results(facts: ModelCardFacts) -> tuple[list[dict], list]:
+    """The card's score table rows and the ``model-index`` results, from ``results.json``."""
+    from huggingface_hub import EvalResult
 
-    config, results = facts.config, facts.results
-    languages = [results.get("source_lang", "de"), results.get("target_lang", "en")]
-    eval_results = []
-    score_rows = []
+    results, rows, eval_results = facts.results, [], []
     for split in ("validation", "test"):
         scores = results.get(split) or {}
         if "bleu" not in scores:
             continue
-        score_rows.append({"split": split, "bleu": _fmt(scores["bleu"]), "chrf": _fmt(scores.get("chrf"))})
-        for metric in ("bleu", "chrf"):
-            if metric in scores:
-                eval_results.append(
-                    EvalResult(
-                        task_type="translation",
-                        task_name="Translation",
-                        dataset_type=facts.dataset_name,
-                        dataset_name=facts.dataset_name,
-                        dataset_split=split,
-                        metric_type=metric,
-                        metric_name=metric.upper() if metric == "bleu" else "chrF",
-                        metric_value=round(float(scores[metric]), 2),
-                    )
-                )
+        rows.append({"split": split, "bleu": format_value(scores["bleu"]), "chrf": format_value(scores.get("chrf"))})
+        eval_results += [
+            EvalResult(
+                task_type="translation",
+                task_name="Translation",
+                dataset_type=facts.dataset_name,
+                dataset_name=facts.dataset_name,
+                dataset_split=split,
+                metric_type=metric,
+                metric_name=metric.upper() if metric == "bleu" else "chrF",
+                metric_value=round(float(scores[metric]), 2),
+            )
+            for metric in ("bleu", "chrf")
+            if metric in scores
+        ]
     for source, scores in sorted((results.get("test_by_source") or {}).items()):
-        score_rows.append(
-            {
-                "split": f"test ({source}, {scores['pairs']} pairs)",
-                "bleu": _fmt(scores["bleu"]),
-                "chrf": _fmt(scores["chrf"]),
-            }
-        )
+        split = f"test ({source}, {scores['pairs']} pairs)"
+        rows.append({"split": split, "bleu": format_value(scores["bleu"]), "chrf": format_value(scores["chrf"])})
+    return rows, eval_results
+
+
+def _data_description(facts: ModelCardFacts) -> str:
+    """Where the data came from: the Debian corpus's packages and licences (``corpus.LICENSES``), or a name."""
+    if not facts.corpus_stats:
+        return f"Data set: `{facts.dataset_name}`."
+    from .corpus import LICENSES
+
+    stats = facts.corpus_stats
+    licences = stats.get("licenses") or LICENSES
+    spdx = sorted({text.split(" ")[0] for text in licences.values()})
+    lines = [
+        "Built offline from Debian packages by `hf_reservoir.corpus.build_corpus` (the text is not",
+        "redistributed; the builder fetches it on the user's machine):",
+        "",
+        "| package | version |",
+        "|---|---|",
+        *[f"| `{p}` | {v} |" for p, v in stats.get("packages", {}).items()],
+        "",
+        "| source | licence | pairs kept |",
+        "|---|---|---|",
+        *[f"| {s} | {lic} | {stats.get('kept', {}).get(s, 'n/a')} |" for s, lic in licences.items()],
+        "",
+        f"Split sizes: {stats.get('splits')}. The weights are derived from {' and '.join(spdx)} text; check these "
+        "licences before redistributing them.",
+    ]
+    return "\n".join(lines)
+
+
+def _architecture(facts: ModelCardFacts) -> dict:
+    """Layout and reservoir settings, read from the saved config (which owns the layout)."""
+    from .configuration_reservoir import ReservoirMarianConfig
+
+    config = ReservoirMarianConfig.from_dict(facts.config)
+    parameters = facts.results.get("parameters", {})
+    return {
+        "encoder_layout": config.encoder_layout,
+        "decoder_layout": config.decoder_layout,
+        "reservoir_types": ", ".join(f"layer {i}: {t}" for i, t in config.encoder_reservoir_types.items()) or "none",
+        "reservoir_init": config.reservoir_init,
+        "reservoir_seed": config.reservoir_seed,
+        "reservoir_storage": config.reservoir_storage,
+        "layernorm_position": config.layernorm_position,
+        "decoder_layers": config.decoder_layers,
+        "trainable_parameters": f"{parameters.get('trainable', 0):,}",
+        "total_parameters": f"{parameters.get('total', 0):,}",
+    }
+
+
+def _convergence(results: dict) -> dict:
+    convergence = results.get("convergence", {})
+    return {
+        "final_decoding": _decoding(results.get("final_num_beams")),
+        "curve_decoding": _decoding(results.get("training", {}).get("evaluation_num_beams")),
+        "peak_bleu": format_value(convergence.get("peak_bleu")),
+        "time_to_peak": _minutes(convergence.get("time_to_peak_seconds")),
+        "step_at_peak": format_value(convergence.get("step_at_peak")),
+        "seconds_per_epoch": format_value(convergence.get("seconds_per_epoch"), 0),
+        "aucc_budget": _minutes(convergence.get("aucc_budget_seconds")),
+        "aucc_bleu_hours": format_value(convergence.get("aucc_bleu_hours"), 4),
+        "aucc_normalized": format_value(convergence.get("aucc_normalized")),
+    }
+
+
+def build_model_card(facts: ModelCardFacts):
+    """Render the card through the one template; returns a ``huggingface_hub.ModelCard``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    results = facts.results
+    languages = [results.get("source_lang", "de"), results.get("target_lang", "en")]
+    score_rows, eval_results = _score_rows_and_results(facts)
     card_data = ModelCardData(
         language=languages,
         license="other",
@@ -124,72 +182,21 @@ def build_model_card(facts: ModelCardFacts):
         model_name=facts.repo_id,
         eval_results=eval_results or None,
     )
-    reservoir_layers = config.get("encoder_reservoir_layers") or []
-    types = config.get("reservoir_type")
-    types = [types] * len(reservoir_layers) if isinstance(types, str) else (types or [])
-    convergence = results.get("convergence", {})
-    parameters = results.get("parameters", {})
-    training = facts.training
-    setup_lines = [f"- {key}: `{value}`" for key, value in sorted(training.items())]
+    setup_lines = [f"- {key}: `{value}`" for key, value in sorted(facts.training.items())]
     setup_lines.append(f"- hardware: {facts.hardware or 'n/a'}")
-    if facts.corpus_stats:
-        stats = facts.corpus_stats
-        lines = [
-            "Built offline from Debian packages by `hf_reservoir.corpus.build_corpus` (the text is not",
-            "redistributed; the builder fetches it on the user's machine):",
-            "",
-            "| package | version |",
-            "|---|---|",
-            *[f"| `{p}` | {v} |" for p, v in stats.get("packages", {}).items()],
-            "",
-            "| source | licence | pairs kept |",
-            "|---|---|---|",
-            *[
-                f"| {s} | {lic} | {stats.get('kept', {}).get(s, 'n/a')} |"
-                for s, lic in stats.get("licenses", {}).items()
-            ],
-            "",
-            f"Split sizes: {stats.get('splits')}. The weights are derived from MPL-2.0 and GPL-2.0-or-later "
-            "text; check these licences before redistributing them.",
-        ]
-        data_description = "\n".join(lines)
-    else:
-        data_description = f"Data set: `{facts.dataset_name}`."
     placeholders = {
         "model_name": facts.repo_id.split("/")[-1],
         "source_lang": languages[0],
         "target_lang": languages[1],
         "repo_id": facts.repo_id,
-        "encoder_layout": "".join(
-            "R" if i in reservoir_layers else "L" for i in range(config.get("encoder_layers", 0))
-        ),
-        "reservoir_types": ", ".join(f"layer {i}: {t}" for i, t in zip(reservoir_layers, types)) or "none",
-        "reservoir_init": config.get("reservoir_init"),
-        "reservoir_seed": config.get("reservoir_seed"),
-        "layernorm_position": config.get("layernorm_position"),
-        "decoder_layers": config.get("decoder_layers"),
-        "decoder_layout": "".join(
-            "R" if i in (config.get("decoder_reservoir_layers") or []) else "L"
-            for i in range(config.get("decoder_layers", 0))
-        ),
-        "trainable_parameters": f"{parameters.get('trainable', 0):,}",
-        "total_parameters": f"{parameters.get('total', 0):,}",
-        "reservoir_storage": config.get("reservoir_storage", "weights"),
+        **_architecture(facts),
+        **_convergence(results),
         "hardware": facts.hardware or "n/a",
         "score_rows": score_rows,
-        "final_decoding": _decoding(results.get("final_num_beams")),
-        "curve_decoding": _decoding(results.get("training", {}).get("evaluation_num_beams")),
-        "peak_bleu": _fmt(convergence.get("peak_bleu")),
-        "time_to_peak": _minutes(convergence.get("time_to_peak_seconds")),
-        "step_at_peak": _fmt(convergence.get("step_at_peak")),
-        "seconds_per_epoch": _fmt(convergence.get("seconds_per_epoch"), 0),
-        "aucc_budget": _minutes(convergence.get("aucc_budget_seconds")),
-        "aucc_bleu_hours": _fmt(convergence.get("aucc_bleu_hours"), 4),
-        "aucc_normalized": _fmt(convergence.get("aucc_normalized")),
         "plot_file": facts.plot_file,
         "training_setup": "\n".join(setup_lines),
         "example_source": facts.example_source,
-        "data_description": data_description,
+        "data_description": _data_description(facts),
     }
     return ModelCard.from_template(card_data, template_path=TEMPLATE_PATH, **placeholders)
 

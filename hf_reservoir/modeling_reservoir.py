@@ -36,7 +36,7 @@ from transformers.models.marian.modeling_marian import (
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_reservoir import ReservoirMarianConfig
+from .configuration_reservoir import RESERVOIR_STORAGES, ReservoirMarianConfig
 
 # --------------------------------------------------------------------------------------------
 # Reservoir initialisation: a pure function of (seed, stack, layer index, parameter name)
@@ -223,8 +223,8 @@ class LightweightConv(nn.Module):
         super().__init__()
         self.heads = heads
         self.kernel_size = kernel_size
-        self.weight = nn.Parameter(torch.empty(heads, 1, kernel_size))
-        nn.init.xavier_uniform_(self.weight)
+        # Only ever a reservoir: its value is drawn by reservoir_parameter_value (the model's _init_weights).
+        self.weight = nn.Parameter(torch.zeros(heads, 1, kernel_size))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         channels = hidden_states.shape[-1]
@@ -356,9 +356,9 @@ class BackskipPredictor(nn.Module):
         if rank == 0:
             self.weight = nn.Parameter(torch.zeros(d_model, d_model))
         else:
-            self.down = nn.Parameter(torch.empty(d_model, rank))
+            # Initial values (down ~ N(0, d^-1/2), up = 0) are set by the model's _init_weights.
+            self.down = nn.Parameter(torch.zeros(d_model, rank))
             self.up = nn.Parameter(torch.zeros(rank, d_model))
-            nn.init.normal_(self.down, std=d_model**-0.5)
         self.last_relative_error: float | None = None
 
     def forward(self, grad_output: torch.Tensor) -> torch.Tensor:
@@ -385,6 +385,15 @@ class _SkippedBackward(torch.autograd.Function):
         # Zero (not None) predictor gradients keep DDP's reducer happy on skipped steps.
         zeros = [grad_output.new_zeros(shape) for shape in ctx.param_shapes]
         return (grad_input, None, None, *zeros)
+
+
+def skipped_reservoir_forward(layer: nn.Module, hidden_states, attention_mask, predictor=None, **kwargs):
+    """A reservoir's forward without its backward: run ``layer`` without a graph, and give the output a
+    backward that is the gradient estimate (identity, or ``predictor`` applied to the output gradient)."""
+    params = tuple(predictor.parameters()) if predictor is not None else ()
+    with torch.no_grad():  # no graph: the reservoir's backward cannot run
+        output = layer(hidden_states, attention_mask, **kwargs)
+    return _SkippedBackward.apply(hidden_states, output, predictor, *params)
 
 
 class _GradientStore:
@@ -447,6 +456,8 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
     config: ReservoirMarianConfig
 
     def _init_weights(self, module: nn.Module) -> None:
+        """Every initial value of the model: reservoirs (the only home of GRUs and lightweight convolutions)
+        from their seed, embeddings fairseq's way, backskip predictors as the identity, the rest Marian's."""
         if getattr(module, "_reservoir_tag", None) is not None:
             for name, param in module.named_parameters(recurse=False):
                 init.copy_(param, reservoir_parameter_value(self.config, module, name, param).to(param.dtype))
@@ -455,8 +466,8 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
         if isinstance(module, nn.Embedding) and not isinstance(module, MarianSinusoidalPositionalEmbedding):
             if self.config.scale_embedding:
                 # fairseq's transformer: N(0, d^-1/2), so that after the sqrt(d) scale token
-                # embeddings have unit variance, like the sinusoidal positions. Marian's 0.02
-                # leaves them at 0.3 and measurably slows training from scratch.
+                # embeddings have unit variance, like the sinusoidal positions (Marian's 0.02
+                # leaves them at 0.3, which slows training from scratch).
                 init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
                 if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                     init.zeros_(module.weight[module.padding_idx])
@@ -466,12 +477,6 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             else:
                 init.normal_(module.down, mean=0.0, std=self.config.d_model**-0.5)
                 init.zeros_(module.up)
-        elif isinstance(module, LightweightConv):
-            init.normal_(module.weight, mean=0.0, std=self.config.init_std)
-        elif isinstance(module, nn.GRU):
-            bound = 1.0 / math.sqrt(module.hidden_size)
-            for param in module.parameters(recurse=False):
-                init.uniform_(param, -bound, bound)
 
     def reservoir_layers(self) -> dict[str, nn.Module]:
         """Every reservoir layer, keyed by its id (``"encoder.2"``, ``"decoder.0"``)."""
@@ -526,8 +531,10 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 them like any other tensor. Defaults to ``config.reservoir_storage``.
         """
         storage = reservoir_storage or self.config.reservoir_storage
-        if storage not in ("weights", "seed"):
-            raise ValueError(f"reservoir_storage={reservoir_storage!r} is not supported; use 'weights' or 'seed'.")
+        if storage not in RESERVOIR_STORAGES:
+            raise ValueError(
+                f"reservoir_storage={reservoir_storage!r} is not supported; use one of {', '.join(RESERVOIR_STORAGES)}"
+            )
         saved_fields = (self.config.reservoir_storage, self.config.reservoir_checksums)
         if storage == "seed":
             expected = self._regenerated_checksums()
@@ -706,9 +713,9 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
         )
         if backskip_decision(config.reservoir_seed, self.backskip_step, idx, probability):
             self.backskip_counts["skipped"] += 1
-            with torch.no_grad():  # no graph: the reservoir's backward cannot run
-                output = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
-            return _SkippedBackward.apply(hidden_states, output, predictor, *params)
+            return skipped_reservoir_forward(
+                layer, hidden_states, attention_mask, predictor, padding_mask=padding_mask, **kwargs
+            )
         self.backskip_counts["exact"] += 1
         if predictor is None:
             return layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)

@@ -3,7 +3,7 @@
 A grid has models x updatable-layer counts N x seeds. Every run gets the same data, tokenizer,
 optimizer, schedule and wall-clock budget T-hat; only the encoder differs:
 
-* ``regular``: N updatable encoder layers;
+* ``regular``: N updatable encoder layers; ``regular_deep``: N + k (the paper's comparison at equal depth);
 * ``transformer``, ``ffn``, ``bigru``, ``cnn``: N updatable + k reservoir layers (alternating rule);
 * ``layerdrop``: N + k updatable layers with LayerDrop ``k / (N + k)`` (the paper's baseline),
   so that N layers are active on average;
@@ -15,10 +15,7 @@ skipped, so an interrupted sweep resumes. The report reads only the run folders.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,9 +24,15 @@ from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # ever
 
 
 def split_model(model: str) -> tuple[str, str | None]:
-    """``"transformer-identity"`` -> ``("transformer", "identity")``; ``"ffn"`` -> ``("ffn", None)``."""
-    base, dash, backskip = model.partition("-")
+    """``"transformer-identity"`` -> ``("transformer", "identity")``; ``"ffn"`` -> ``("ffn", None)``.
+
+    A label after ``@`` names a copy of the same model (``"regular@b"``: the A/A measurement) and is ignored here.
+    """
+    base, dash, backskip = model.partition("@")[0].partition("-")
     return base, backskip if dash else None
+
+
+SHARING_SCHEMES = ("sequential", "lanes")
 
 
 @dataclass
@@ -42,21 +45,60 @@ class SweepConfig:
     updatable_layers: list[int] = field(default_factory=lambda: [2, 4])
     reservoir_layers: int = 2
     seeds: list[int] = field(default_factory=lambda: [1, 2])
-    budget_seconds: float = 600.0
+    budget_seconds: float | None = 600.0
     train_overrides: dict = field(default_factory=dict)
+    # Per model (as listed in models): flags for that model's runs only, e.g. a slowed arm in a test.
+    model_overrides: dict = field(default_factory=dict)
+    # How runs share the machine (hf_reservoir/sharing.py): "sequential", one run at a time with every core;
+    # or "lanes", where the models of one N and seed take turns on threads_per_lane threads, parallel_lanes
+    # lanes at a time, so that the arms of one comparison see the same machine.
+    sharing: str = "sequential"
+    parallel_lanes: int = 2
+    threads_per_lane: int = 1
+    slice_seconds: float = 10.0
+    # The report: BLEU targets as fractions of regular N's mean peak; AUCC up to aucc_seconds (default:
+    # budget_seconds, else the shortest run of that N, so that every run of a group is integrated alike).
+    target_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])
+    aucc_seconds: float | None = None
+    # Which models share a lane: {lane name: [models]}; default, all models of one N and seed in one lane.
+    lanes: dict | None = None
+    # The model every other is compared with (paired differences, ratios, targets); default: regular if
+    # listed, else the first model.
+    reference_model: str | None = None
 
     def __post_init__(self):
         for model in self.models:
             base, backskip = split_model(model)
-            if base not in ("regular", "layerdrop", *RESERVOIR_MODELS) or (
+            if base not in ("regular", "regular_deep", "layerdrop", *RESERVOIR_MODELS) or (
                 backskip is not None and (base not in RESERVOIR_MODELS or backskip not in ("identity", "learned"))
             ):
                 raise ValueError(
-                    f"models contains {model!r}; use regular, layerdrop, {', '.join(RESERVOIR_MODELS)}, or a "
-                    "reservoir type with -identity/-learned for backskipping."
+                    f"models contains {model!r}; use regular, regular_deep, layerdrop, "
+                    f"{', '.join(RESERVOIR_MODELS)}, or a reservoir type with -identity/-learned for backskipping "
+                    "(and @label for a copy)."
                 )
-        if self.budget_seconds <= 0:
-            raise ValueError(f"budget_seconds={self.budget_seconds} must be positive.")
+        if self.budget_seconds is not None and self.budget_seconds <= 0:
+            raise ValueError(f"budget_seconds={self.budget_seconds} must be positive, or null for no budget.")
+        if self.sharing not in SHARING_SCHEMES:
+            raise ValueError(f"sharing={self.sharing!r}; use one of {', '.join(SHARING_SCHEMES)}.")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(
+                f"models {self.models} lists a model twice; name copies apart, e.g. regular@a, regular@b."
+            )
+        unknown = sorted(set(self.model_overrides) - set(self.models))
+        if unknown:
+            raise ValueError(f"model_overrides names {unknown}, which are not in models {self.models}.")
+        if self.lanes is not None:
+            listed = [m for members in self.lanes.values() for m in members]
+            if sorted(listed) != sorted(self.models):
+                raise ValueError(f"lanes {self.lanes} must place each of models {self.models} in exactly one lane.")
+        if self.reference_model is not None and self.reference_model not in self.models:
+            raise ValueError(f"reference_model={self.reference_model!r} is not in models {self.models}.")
+        if self.parallel_lanes < 1 or self.threads_per_lane < 1 or self.slice_seconds <= 0:
+            raise ValueError(
+                f"parallel_lanes={self.parallel_lanes}, threads_per_lane={self.threads_per_lane} and "
+                f"slice_seconds={self.slice_seconds} must be positive."
+            )
 
     @classmethod
     def load(cls, path: str) -> SweepConfig:
@@ -77,6 +119,20 @@ class Cell:
         return f"{self.model}-N{self.updatable}-seed{self.seed}"
 
 
+def lane_of(config: SweepConfig, cell: Cell) -> str:
+    """The lane of a cell (sharing "lanes"): its lane's name in ``config.lanes``, per N and seed."""
+    group = ""
+    if config.lanes is not None:
+        group = next(name for name, members in config.lanes.items() if cell.model in members) + "-"
+    return f"{group}N{cell.updatable}-seed{cell.seed}"
+
+
+def reference_model(config: SweepConfig) -> str:
+    if config.reference_model is not None:
+        return config.reference_model
+    return "regular" if "regular" in config.models else config.models[0]
+
+
 def cells(config: SweepConfig) -> list[Cell]:
     return [Cell(m, n, s) for n in config.updatable_layers for m in config.models for s in config.seeds]
 
@@ -88,14 +144,17 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
     overrides.update(
         output_dir=os.path.join(config.output_dir, cell.name),
         seed=cell.seed,
-        budget_seconds=config.budget_seconds,
         reservoir_seed=cell.seed,
         overwrite_output_dir=True,  # a cell without results.json starts over
     )
+    if config.budget_seconds is not None:
+        overrides["budget_seconds"] = config.budget_seconds
     base, backskip = split_model(cell.model)
-    if cell.model == "regular":
+    if base == "regular":
         overrides.update(encoder_layers=cell.updatable, num_encoder_reservoir_layers=0)
-    elif cell.model == "layerdrop":
+    elif base == "regular_deep":  # the paper's comparison at equal total depth
+        overrides.update(encoder_layers=cell.updatable + k, num_encoder_reservoir_layers=0)
+    elif base == "layerdrop":
         overrides.update(
             encoder_layers=cell.updatable + k,
             num_encoder_reservoir_layers=0,
@@ -105,140 +164,80 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
         overrides.update(encoder_layers=cell.updatable + k, num_encoder_reservoir_layers=k, reservoir_type=base)
         if backskip is not None:
             overrides["backskip_mode"] = backskip
+    overrides.update(config.model_overrides.get(cell.model, {}))
     argv = [config.train_config]
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
     return argv
 
 
+def finished(config: SweepConfig, cell: Cell) -> bool:
+    return os.path.exists(os.path.join(config.output_dir, cell.name, "results.json"))
+
+
+def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
+
+
 def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> str:
     """Run one cell unless its ``results.json`` exists; returns ``done``, ``skipped`` or ``failed``."""
-    run_dir = os.path.join(config.output_dir, cell.name)
-    if os.path.exists(os.path.join(run_dir, "results.json")):
+    if finished(config, cell):
         return "skipped"
+    run_dir = os.path.join(config.output_dir, cell.name)
     os.makedirs(run_dir, exist_ok=True)
-    command = [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
     with open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8") as log:
-        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.run(train_command(config, cell, python), stdout=log, stderr=subprocess.STDOUT)
     return "done" if process.returncode == 0 else "failed"
 
 
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
+def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.executable) -> dict[Cell, str]:
+    """Run the unfinished cells of one lane together, taking turns (:mod:`hf_reservoir.sharing`).
 
+    Finished cells are skipped; the unfinished ones restart together from scratch, so a lane interrupted
+    half-way is measured again as a lane.
+    """
+    from .sharing import run_lane
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _fmt(pair: tuple[float, float], digits: int = 2) -> str:
-    mean, std = pair
-    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def load_runs(config: SweepConfig) -> dict[Cell, dict]:
-    """Every finished run: ``{cell: {"results": ..., "convergence": ...}}``."""
-    runs = {}
-    for cell in cells(config):
+    todo = [cell for cell in lane if not finished(config, cell)]
+    statuses = {cell: "skipped" for cell in lane if cell not in todo}
+    if not todo:
+        return statuses
+    lane_dir = os.path.join(config.output_dir, "lanes", lane_of(config, lane[0]))
+    commands, logs = {}, {}
+    for cell in todo:
         run_dir = os.path.join(config.output_dir, cell.name)
-        try:
-            with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
-                results = json.load(handle)
-            with open(os.path.join(run_dir, "convergence.json"), encoding="utf-8") as handle:
-                convergence = json.load(handle)
-        except FileNotFoundError:
-            continue
-        runs[cell] = {"results": results, "convergence": convergence}
-    return runs
+        os.makedirs(run_dir, exist_ok=True)
+        commands[cell.name] = train_command(config, cell, python) + [
+            "--lane_dir", lane_dir, "--lane_name", cell.name, "--lane_slice_seconds", str(config.slice_seconds),
+        ]  # fmt: skip
+        logs[cell.name] = os.path.join(run_dir, "train.log")
+    threads = str(config.threads_per_lane)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    codes = run_lane(commands, lane_dir, logs, env=env)
+    for cell in todo:
+        statuses[cell] = "done" if codes[cell.name] == 0 else "failed"
+    return statuses
 
 
-def build_report(config: SweepConfig, report_dir: str) -> str:
-    """Write ``table.md``, ``bleu_vs_time.png``, ``aucc_vs_layers.png`` and ``summary.json``."""
-    from .convergence import plot_curves
+def run_sweep(config: SweepConfig, grid: list[Cell], report=print) -> list[str]:
+    """Run the cells of ``grid`` under the config's sharing scheme; returns the names of failed cells."""
+    failed = []
+    if config.sharing == "sequential":
+        for index, cell in enumerate(grid, start=1):
+            status = run_cell(config, cell)
+            report(f"[{index}/{len(grid)}] {cell.name}: {status}")
+            if status == "failed":
+                failed.append(cell.name)
+        return failed
+    from concurrent.futures import ThreadPoolExecutor
 
-    runs = load_runs(config)
-    if not runs:
-        raise ValueError(f"No finished runs under {config.output_dir}; run the sweep first.")
-    os.makedirs(report_dir, exist_ok=True)
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for cell, run in runs.items():
-        groups.setdefault((cell.model, cell.updatable), []).append(run)
-    k = config.reservoir_layers
-    summary = {}
-    for (model, n), members in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        conv = [m["convergence"]["summary"] for m in members]
-        res = [m["results"] for m in members]
-        summary[f"{model}/N{n}"] = {
-            "model": model,
-            "updatable_layers": n,
-            "reservoir_layers": 0 if model in ("regular", "layerdrop") else k,
-            "seeds": len(members),
-            "max_valid_bleu": _mean_std([c["peak_bleu"] for c in conv]),
-            "time_to_max_seconds": _mean_std([c["time_to_peak_seconds"] for c in conv]),
-            "aucc_normalized": _mean_std([c["aucc_normalized"] for c in conv]),
-            "aucc_bleu_hours": _mean_std([c["aucc_bleu_hours"] for c in conv]),
-            # training seconds over fractional epochs trained (results.json), the same for every run
-            "seconds_per_epoch": _mean_std(
-                [c["train_seconds"] / r["training"]["epochs"] for c, r in zip(conv, res) if r["training"]["epochs"]]
-            ),
-            "test_bleu": _mean_std([(r.get("test") or {}).get("bleu") for r in res]),
-            "trainable_parameters": res[0]["parameters"]["trainable"],
-            "total_parameters": res[0]["parameters"]["total"],
-            "runs": sorted(
-                os.path.join(config.output_dir, c.name) for c in runs if (c.model, c.updatable) == (model, n)
-            ),
-        }
-    for row in summary.values():
-        regular = summary.get(f"regular/N{row['updatable_layers']}")
-        if regular and not math.isnan(regular["time_to_max_seconds"][0]) and regular["time_to_max_seconds"][0] > 0:
-            row["ratio_to_regular"] = row["time_to_max_seconds"][0] / regular["time_to_max_seconds"][0]
-        else:
-            row["ratio_to_regular"] = None
-    lines = [
-        "| model | updatable layers | reservoir layers | max valid BLEU | time to max (s) | ratio to regular "
-        "(same updatable layers) | AUCC (BLEU, /T̂) | time per epoch (s) | trainable (total) parameters | "
-        "test BLEU at best checkpoint | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in summary.values():
-        ratio = "n/a" if row["ratio_to_regular"] is None else f"{row['ratio_to_regular']:.2f}"
-        lines.append(
-            f"| {row['model']} | {row['updatable_layers']} | {row['reservoir_layers']} | "
-            f"{_fmt(row['max_valid_bleu'])} | {_fmt(row['time_to_max_seconds'], 0)} | {ratio} | "
-            f"{_fmt(row['aucc_normalized'])} | "
-            f"{_fmt(row['seconds_per_epoch'], 0)} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
-            f"{_fmt(row['test_bleu'])} | {row['seeds']} |"
-        )
-    table = "\n".join(lines) + "\n"
-    with open(os.path.join(report_dir, "table.md"), "w", encoding="utf-8") as handle:
-        handle.write(table)
-    with open(os.path.join(report_dir, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
-    curves = {
-        f"{cell.model} N={cell.updatable}": run["convergence"]["evaluations"]
-        for cell, run in sorted(runs.items(), key=lambda item: (item[0].updatable, item[0].model))
-        if cell.seed == min(c.seed for c in runs if (c.model, c.updatable) == (cell.model, cell.updatable))
-    }
-    plot_curves(curves, os.path.join(report_dir, "bleu_vs_time.png"), budget_seconds=config.budget_seconds)
-    _plot_aucc(summary, os.path.join(report_dir, "aucc_vs_layers.png"))
-    return table
-
-
-def _plot_aucc(summary: dict, path: str) -> None:
-    from .convergence import line_plot
-
-    with line_plot(path, "updatable encoder layers (N)", "AUCC / T̂ (BLEU)") as axis:
-        for model in sorted({row["model"] for row in summary.values()}):
-            rows = sorted((r for r in summary.values() if r["model"] == model), key=lambda r: r["updatable_layers"])
-            axis.errorbar(
-                [r["updatable_layers"] for r in rows],
-                [r["aucc_normalized"][0] for r in rows],
-                yerr=[r["aucc_normalized"][1] for r in rows],
-                marker="o",
-                capsize=3,
-                label=model,
-            )
+    lanes: dict[str, list[Cell]] = {}
+    for cell in grid:
+        lanes.setdefault(lane_of(config, cell), []).append(cell)
+    with ThreadPoolExecutor(max_workers=config.parallel_lanes) as pool:
+        for name, statuses in zip(lanes, pool.map(lambda lane: run_lane_cells(config, lane), lanes.values())):
+            for cell, status in statuses.items():
+                report(f"[lane {name}] {cell.name}: {status}")
+                if status == "failed":
+                    failed.append(cell.name)
+    return failed

@@ -93,43 +93,46 @@ def train_marian_tokenizer(
     pairs = train_dataset["translation"]
     with tempfile.TemporaryDirectory() as work:
         if joint:
-            _train_spm(
-                (p[lang] for p in pairs for lang in (source_lang, target_lang)),
-                f"{work}/joint",
-                vocab_size,
-                model_type,
-            )
+            texts = (p[lang] for p in pairs for lang in (source_lang, target_lang))
+            _train_spm(texts, f"{work}/joint", vocab_size, model_type)
             source_model = target_model = f"{work}/joint.model"
         else:
             _train_spm((p[source_lang] for p in pairs), f"{work}/source", vocab_size, model_type)
             _train_spm((p[target_lang] for p in pairs), f"{work}/target", vocab_size, model_type)
             source_model, target_model = f"{work}/source.model", f"{work}/target.model"
-        vocab_path = f"{work}/vocab.json"
-        with open(vocab_path, "w", encoding="utf-8") as handle:
-            json.dump(_vocab(source_model), handle, ensure_ascii=False)
-        target_vocab_path = None
-        if not joint:
-            target_vocab_path = f"{work}/target_vocab.json"
-            with open(target_vocab_path, "w", encoding="utf-8") as handle:
-                json.dump(_vocab(target_model), handle, ensure_ascii=False)
-        import warnings
-
-        from transformers import MarianTokenizer
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-            tokenizer = MarianTokenizer(
-                source_spm=source_model,
-                target_spm=target_model,
-                vocab=vocab_path,
-                target_vocab_file=target_vocab_path,
-                source_lang=source_lang,
-                target_lang=target_lang,
-                separate_vocabs=not joint,
-                model_max_length=512,
-            )
-        tokenizer.save_pretrained(output_dir)
+        _save_marian_tokenizer(work, source_model, target_model, source_lang, target_lang, joint, output_dir)
     return load_tokenizer(output_dir)
+
+
+def _save_marian_tokenizer(
+    work: str, source_model: str, target_model: str, source_lang: str, target_lang: str, joint: bool, output_dir: str
+) -> None:
+    """Wrap trained SentencePiece models (and their vocabularies) in a ``MarianTokenizer`` saved to ``output_dir``."""
+    import warnings
+
+    from transformers import MarianTokenizer
+
+    vocab_path = f"{work}/vocab.json"
+    with open(vocab_path, "w", encoding="utf-8") as handle:
+        json.dump(_vocab(source_model), handle, ensure_ascii=False)
+    target_vocab_path = None
+    if not joint:
+        target_vocab_path = f"{work}/target_vocab.json"
+        with open(target_vocab_path, "w", encoding="utf-8") as handle:
+            json.dump(_vocab(target_model), handle, ensure_ascii=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        tokenizer = MarianTokenizer(
+            source_spm=source_model,
+            target_spm=target_model,
+            vocab=vocab_path,
+            target_vocab_file=target_vocab_path,
+            source_lang=source_lang,
+            target_lang=target_lang,
+            separate_vocabs=not joint,
+            model_max_length=512,
+        )
+    tokenizer.save_pretrained(output_dir)
 
 
 def load_tokenizer(path: str):

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -114,6 +115,13 @@ class DataArguments:
     max_source_length: int = field(default=128, metadata={"help": "longer sources are truncated and counted"})
     max_target_length: int = field(default=128, metadata={"help": "longer targets are truncated and counted"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training pairs"})
+    train_sample_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "with max_train_samples: draw the N pairs at random with this seed instead of taking the first N "
+            "(the built corpus is ordered by source, so its first pairs are all dictionary examples)"
+        },
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N validation pairs"})
     max_tokens: int | None = field(
         default=None,
@@ -141,6 +149,22 @@ class ConvergenceArguments:
             "given (wall-clock), else of max_steps (the same on every machine). 0 turns it off"
         },
     )
+    lane_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "take turns with the other runs of this lane folder (hf-reservoir sweep sets it; see "
+            "hf_reservoir/sharing.py): train for lane_slice_seconds, then wait, off the clock, for the next turn"
+        },
+    )
+    lane_name: str | None = field(default=None, metadata={"help": "this run's name in its lane"})
+    lane_slice_seconds: float = field(default=10.0, metadata={"help": "training seconds per turn in a lane"})
+    step_delay_seconds: float = field(
+        default=0.0,
+        metadata={
+            "help": "a testing aid: sleep this long in every training step, on the clock, to check that a paired "
+            "comparison measures a slower arm as slower (the sweep's A/A test). 0 in real runs"
+        },
+    )
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
     final_num_beams: int | None = field(
         default=None,
@@ -150,10 +174,32 @@ class ConvergenceArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.final_num_beams is not None and self.final_num_beams < 1:
+            raise ValueError(
+                f"final_num_beams must be at least 1, got {self.final_num_beams}; use 1 for greedy decoding."
+            )
+        if self.step_delay_seconds < 0:
+            raise ValueError(f"step_delay_seconds={self.step_delay_seconds} must be 0 or more.")
+        if (self.lane_dir is None) != (self.lane_name is None):
+            raise ValueError(
+                f"lane_dir={self.lane_dir!r} and lane_name={self.lane_name!r}: a run in a lane needs both "
+                "(hf-reservoir sweep sets them), or neither."
+            )
+
 
 # --------------------------------------------------------------------------------------------
 # Data pipeline
 # --------------------------------------------------------------------------------------------
+
+
+def subset(dataset, size: int, seed: int | None = None):
+    """The first ``size`` rows, or ``size`` rows drawn at random with ``seed`` (kept in corpus order)."""
+    size = min(size, len(dataset))
+    if seed is None:
+        return dataset.select(range(size))
+    rows = random.Random(seed).sample(range(len(dataset)), size)
+    return dataset.select(sorted(rows))
 
 
 def tokenize_corpus(
@@ -191,9 +237,8 @@ def tokenize_corpus(
 def longest_first(input_ids: list[list[int]]) -> list[int]:
     """The order in which evaluation splits are generated: longest source first (ties keep their order).
 
-    Generation batches then hold sentences of similar length, which pad less and finish together:
-    on the demo's validation split (2 CPU cores, batches of 128) greedy decoding took 3.5 s instead
-    of 5.5 s and beam 5 11.1 s instead of 19.7 s. Corpus BLEU and chrF do not depend on the order;
+    Generation batches then hold sentences of similar length, which pad less and finish together (the
+    timings are in CHANGELOG.md). Corpus BLEU and chrF do not depend on the order;
     :func:`run_training` reorders the text splits the same way, so per-source test scores still line up.
     """
     return sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
@@ -503,7 +548,7 @@ def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: 
         stats=stats,
     )
     if data_args.max_train_samples is not None:
-        corpus["train"] = corpus["train"].select(range(min(data_args.max_train_samples, len(corpus["train"]))))
+        corpus["train"] = subset(corpus["train"], data_args.max_train_samples, data_args.train_sample_seed)
     if data_args.max_eval_samples is not None:
         corpus["validation"] = corpus["validation"].select(
             range(min(data_args.max_eval_samples, len(corpus["validation"])))
@@ -609,44 +654,79 @@ def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig)
         )
 
 
-def run_training(
+class StepDelayCallback(TrainerCallback):
+    """Sleep ``seconds`` at the start of every training step, inside the clock's interval (a testing aid)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
+
+
+def sharing_callbacks(convergence_args: ConvergenceArguments, convergence: ConvergenceCallback) -> list:
+    """The lane's turn-taking and the testing delay, each after the convergence clock that they depend on."""
+    from .sharing import TurnTakingCallback
+
+    extra = []
+    if convergence_args.step_delay_seconds:
+        extra.append(StepDelayCallback(convergence_args.step_delay_seconds))
+    if convergence_args.lane_dir is not None:
+        extra.append(
+            TurnTakingCallback(
+                convergence_args.lane_dir, convergence_args.lane_name, convergence, convergence_args.lane_slice_seconds
+            )
+        )
+    return extra
+
+
+def sharing_record(callbacks: list) -> dict:
+    """How this run shared the machine: torch threads, and its lane's turns and waits if it had one."""
+    from .sharing import TurnTakingCallback
+
+    record = {"scheme": "alone", "torch_threads": torch.get_num_threads()}
+    for item in callbacks:
+        if isinstance(item, TurnTakingCallback):
+            record.update(
+                scheme="lane",
+                lane=item.lane_dir,
+                name=item.name,
+                slice_seconds=item.slice_seconds,
+                turns=item.turns,
+                waited_seconds=round(item.waited_seconds, 3),
+            )
+        elif isinstance(item, StepDelayCallback):
+            record["step_delay_seconds"] = item.seconds
+    return record
+
+
+def check_run_settings(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: Seq2SeqTrainingArguments,
     convergence_args: ConvergenceArguments,
-    callbacks: list | None = None,
-) -> dict:
-    """Train, evaluate and save; returns the final report (also written to ``results.json``).
-
-    Args:
-        model_args, data_args, training_args, convergence_args: the parsed arguments.
-        callbacks (`list[TrainerCallback]`, *optional*): extra callbacks for the Trainer.
-    """
-    from transformers import set_seed
-
-    # Validate the settings before touching data: a bad config fails in a second.
+) -> int:
+    """Check the settings that need more than one arguments object, before touching data (a bad config fails
+    in a second); returns the final scores' beam count."""
     ReservoirMarianConfig(**model_args.config_kwargs())
     if not model_args.model_name_or_path:
         check_lengths(data_args, model_args.max_position_embeddings)
     if not training_args.predict_with_generate:  # BLEU needs generated ids, not logits
         logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
         training_args.predict_with_generate = True
-    final_beams = convergence_args.final_num_beams
-    if final_beams is None:
-        final_beams = training_args.generation_num_beams or 1
-    if final_beams < 1:
-        raise ValueError(f"final_num_beams must be at least 1, got {final_beams}; use 1 for greedy decoding.")
     if convergence_args.lr_cooldown and convergence_args.budget_seconds is None and training_args.max_steps <= 0:
         raise ValueError(
             f"lr_cooldown={convergence_args.lr_cooldown} decays the learning rate to 0 where training ends, but "
             "neither budget_seconds nor max_steps says where that is; set max_steps (the same on every machine) "
             "or budget_seconds (wall-clock), or drop lr_cooldown."
         )
-    callback = ConvergenceCallback(
-        budget_seconds=convergence_args.budget_seconds,
-        patience=convergence_args.patience,
-        lr_cooldown=convergence_args.lr_cooldown or None,
-    )
+    if convergence_args.final_num_beams is None:
+        return training_args.generation_num_beams or 1
+    return convergence_args.final_num_beams
+
+
+def resolve_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
+    """The checkpoint to resume from: the one named, the last one for ``true``/``last``, else None."""
     resume = training_args.resume_from_checkpoint
     if resume in ("true", "True", "last", True):
         resume = last_checkpoint(training_args.output_dir)
@@ -655,32 +735,31 @@ def run_training(
                 f"resume_from_checkpoint asks for the last checkpoint, but {training_args.output_dir} "
                 "has none; drop the flag to start a new run."
             )
-    push = check_push_to_hub(training_args)
-    if training_args.process_index == 0:
-        check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
-    set_seed(training_args.seed)
-    with training_args.main_process_first(desc="corpus and tokenizer"):  # other ranks reuse rank 0's files
-        corpus, tokenizer, data_stats = prepare_data(
-            data_args, training_args.output_dir, model_args.model_name_or_path
-        )
+    return resume or None
+
+
+def build_model_for_run(model_args, data_args, training_args, tokenizer, resume: str | None):
+    """The model, checked against the data's lengths and the checkpoint, with its generation settings."""
     model = build_model(model_args, tokenizer)
     check_lengths(data_args, model.config.max_position_embeddings)
     if resume:
         check_resume_layout(resume, model.config)
     model.generation_config.max_length = data_args.max_target_length
     model.generation_config.num_beams = training_args.generation_num_beams or 1
-    summary = model.parameter_summary()
     if training_args.process_index == 0:
+        summary = model.parameter_summary()["total"]
         print(
             f"Encoder layout {model.config.encoder_layout} ({model.config.encoder_reservoir_types or 'no reservoirs'}"
-            f"); parameters: {summary['total']['trainable']:,} trainable of {summary['total']['total']:,}"
+            f"); parameters: {summary['trainable']:,} trainable of {summary['total']:,}"
         )
         for name, layer in model.reservoir_layers().items():
-            print(
-                f"  reservoir {name} ({layer.reservoir_type}): {sum(p.numel() for p in layer.parameters()):,} "
-                "frozen parameters"
-            )
+            frozen = sum(p.numel() for p in layer.parameters())
+            print(f"  reservoir {name} ({layer.reservoir_type}): {frozen:,} frozen parameters")
+    return model
 
+
+def tokenize_for_training(corpus, tokenizer, data_args: DataArguments, data_stats: dict) -> dict:
+    """Tokenize every split; evaluation splits in generation order, longest first (``corpus`` follows)."""
     tokenized = tokenize_corpus(
         corpus,
         tokenizer,
@@ -695,6 +774,13 @@ def run_training(
             order = longest_first(tokenized[split]["input_ids"])
             tokenized[split] = tokenized[split].select(order, keep_in_memory=True)
             corpus[split] = corpus[split].select(order, keep_in_memory=True)
+    return tokenized
+
+
+def make_trainer(model, tokenizer, tokenized, training_args, data_args, clock, callbacks: list):
+    """The Trainer, with the convergence clock first and its progress bar instead of the plain one."""
+    from transformers.trainer_callback import ProgressCallback
+
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -703,89 +789,133 @@ def run_training(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer),
-        callbacks=[callback, BackskipStepCallback(), *(callbacks or [])],
+        callbacks=[clock, *callbacks],
         max_tokens=data_args.max_tokens,
-        convergence=callback,
+        convergence=clock,
     )
-    from transformers.trainer_callback import ProgressCallback
-
     trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows the clock and BLEU as well
-    trainer.add_callback(ConvergenceProgressCallback(callback, show_bar=not training_args.disable_tqdm))
-    train_output = trainer.train(resume_from_checkpoint=resume or None)
+    trainer.add_callback(ConvergenceProgressCallback(clock, show_bar=not training_args.disable_tqdm))
+    return trainer
+
+
+def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_test: bool) -> dict:
+    """The best model's validation (and test, overall and per source) scores with ``beams`` beams."""
+    scores = {"best_checkpoint": trainer.state.best_model_checkpoint, "final_num_beams": beams}
+    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation", num_beams=beams)
+    scores["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
+    if evaluate_test:
+        # One generation pass over the test split serves the overall and the per-source scores.
+        test = trainer.predict(tokenized["test"], metric_key_prefix="test", num_beams=beams)
+        scores["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
+        if "source" in corpus["test"].column_names:
+            check_dataset_order(test.label_ids, tokenized["test"]["labels"], tokenizer.pad_token_id)
+            hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
+            scores["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
+    return scores
+
+
+def save_outputs(trainer, tokenizer, report: dict, training_args, push: bool) -> str:
+    """``results.json`` first (a failing model save must not take it along), then the model, its tokenizer and
+    card in ``OUTPUT_DIR/model``, then the upload if asked; returns the model folder."""
+    final_dir = os.path.join(training_args.output_dir, "model")
+    # The saved folder decodes the way its reported scores were decoded.
+    trainer.model.generation_config.num_beams = report["final_num_beams"]
+    if not trainer.is_world_process_zero():
+        return final_dir
+    with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, default=str)
+        handle.write("\n")
+    trainer.save_model(final_dir)
+    tokenizer.save_pretrained(final_dir)
+    repo_id = training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
+    write_model_card(final_dir, training_args.output_dir, repo_id)
+    if push:
+        report["hub_commit"] = push_trained_model(final_dir, training_args)
+    return final_dir
+
+
+def print_results(report: dict, final_dir: str, evaluation_beams: int) -> None:
+    conv, beams = report["convergence"], report["final_num_beams"]
+    validation = report["validation"]
+    print("\n=== hf-reservoir results ===")
+    print(
+        f"  validation BLEU (best model, {beams} beam{'s' if beams > 1 else ''}): "
+        f"{validation.get('bleu', float('nan')):.2f}  chrF {validation.get('chrf', float('nan')):.2f}"
+    )
+    if "test" in report:
+        print(f"  test BLEU (same decoding):     {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
+    steps_per_second = 1 / conv["seconds_per_step"] if conv["seconds_per_step"] else float("nan")
+    print(f"  stopped by:                    {conv['stopped_by']} (step {conv['steps_trained']})")
+    print(
+        f"  training wall-clock:           {conv['train_seconds']:.0f} s ({steps_per_second:.2f} steps/s, "
+        f"{conv['seconds_per_epoch'] or float('nan'):.0f} s per epoch; evaluation and saving excluded)"
+    )
+    if conv["peak_bleu"] is not None:
+        print(
+            f"  peak validation BLEU (during training, {evaluation_beams} beam): {conv['peak_bleu']:.2f} at "
+            f"{conv['time_to_peak_seconds']:.0f} training s (step {conv['step_at_peak']})"
+        )
+    print(
+        f"  AUCC:                          {conv['aucc_bleu_hours']:.4f} BLEU-hours "
+        f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_budget_seconds']:.0f} s)"
+    )
+    print(f"  saved model:                   {final_dir}")
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: Seq2SeqTrainingArguments,
+    convergence_args: ConvergenceArguments,
+    callbacks: list | None = None,
+) -> dict:
+    """Train, evaluate and save; returns the final report (also written to ``results.json``).
+
+    The steps: check the settings, resolve a resume, build the data and the model, train under the
+    convergence clock, score the best model, save the outputs, print the results.
+
+    Args:
+        model_args, data_args, training_args, convergence_args: the parsed arguments.
+        callbacks (`list[TrainerCallback]`, *optional*): extra callbacks for the Trainer.
+    """
+    from transformers import set_seed
+
+    final_beams = check_run_settings(model_args, data_args, training_args, convergence_args)
+    budget, cooldown = convergence_args.budget_seconds, convergence_args.lr_cooldown or None
+    clock = ConvergenceCallback(budget_seconds=budget, patience=convergence_args.patience, lr_cooldown=cooldown)
+    sharing = sharing_callbacks(convergence_args, clock)
+    resume = resolve_resume(training_args)
+    push = check_push_to_hub(training_args)
+    if training_args.process_index == 0:
+        check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
+    set_seed(training_args.seed)
+    with training_args.main_process_first(desc="corpus and tokenizer"):  # other ranks reuse rank 0's files
+        corpus, tokenizer, data_stats = prepare_data(
+            data_args, training_args.output_dir, model_args.model_name_or_path
+        )
+    model = build_model_for_run(model_args, data_args, training_args, tokenizer, resume)
+    tokenized = tokenize_for_training(corpus, tokenizer, data_args, data_stats)
+    extra_callbacks = [*sharing, BackskipStepCallback(), *(callbacks or [])]
+    trainer = make_trainer(model, tokenizer, tokenized, training_args, data_args, clock, extra_callbacks)
+    train_output = trainer.train(resume_from_checkpoint=resume)
     report = {
-        "convergence": callback.summary(),
+        "convergence": clock.summary(),
         "data": data_stats,
-        "parameters": summary["total"],
+        "parameters": model.parameter_summary()["total"],
         "encoder_layout": model.config.encoder_layout,
         "train_runtime_including_evaluation": train_output.metrics.get("train_runtime"),
+        "sharing": sharing_record(sharing),
         "source_lang": data_args.source_lang,
         "target_lang": data_args.target_lang,
         "data_source": {"name": data_args.data_path, "config": data_args.hub_config},
         "corpus_stats": _corpus_stats(data_args.data_path),
         "hardware": describe_hardware(),
-        "training": training_facts(
-            training_args,
-            data_args,
-            trainer,
-            convergence_args.lr_cooldown,
-            on_clock=convergence_args.budget_seconds is not None,
-        ),
+        "training": training_facts(training_args, data_args, trainer, cooldown, on_clock=budget is not None),
     }
-    best = trainer.state.best_model_checkpoint
-    report["best_checkpoint"] = best
-    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation", num_beams=final_beams)
-    report["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
-    report["final_num_beams"] = final_beams
-    if convergence_args.evaluate_test:
-        # One generation pass over the test split serves the overall and the per-source scores.
-        test = trainer.predict(tokenized["test"], metric_key_prefix="test", num_beams=final_beams)
-        report["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
-        if "source" in corpus["test"].column_names:
-            check_dataset_order(test.label_ids, tokenized["test"]["labels"], tokenizer.pad_token_id)
-            hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
-            report["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
-    final_dir = os.path.join(training_args.output_dir, "model")
-    # The saved folder decodes the way its reported scores were decoded.
-    trainer.model.generation_config.num_beams = final_beams
+    report.update(final_scores(trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test))
+    final_dir = save_outputs(trainer, tokenizer, report, training_args, push)
     if trainer.is_world_process_zero():
-        # The measurements first: a failing model save must not take results.json with it.
-        with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2, default=str)
-            handle.write("\n")
-        trainer.save_model(final_dir)
-        tokenizer.save_pretrained(final_dir)
-        repo_id = (
-            training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
-        )
-        write_model_card(final_dir, training_args.output_dir, repo_id)
-        if push:
-            report["hub_commit"] = push_trained_model(final_dir, training_args)
-        conv = report["convergence"]
-        print("\n=== hf-reservoir results ===")
-        print(
-            f"  validation BLEU (best model, {final_beams} beam{'s' if final_beams > 1 else ''}): "
-            f"{report['validation'].get('bleu', float('nan')):.2f}  "
-            f"chrF {report['validation'].get('chrf', float('nan')):.2f}"
-        )
-        if "test" in report:
-            print(f"  test BLEU (same decoding):     {report['test']['bleu']:.2f}  chrF {report['test']['chrf']:.2f}")
-        steps_per_second = 1 / conv["seconds_per_step"] if conv["seconds_per_step"] else float("nan")
-        print(f"  stopped by:                    {conv['stopped_by']} (step {conv['steps_trained']})")
-        print(
-            f"  training wall-clock:           {conv['train_seconds']:.0f} s ({steps_per_second:.2f} steps/s, "
-            f"{conv['seconds_per_epoch'] or float('nan'):.0f} s per epoch; evaluation and saving excluded)"
-        )
-        if conv["peak_bleu"] is not None:
-            print(
-                f"  peak validation BLEU (during training, {training_args.generation_num_beams or 1} beam): "
-                f"{conv['peak_bleu']:.2f} at {conv['time_to_peak_seconds']:.0f} training s "
-                f"(step {conv['step_at_peak']})"
-            )
-        print(
-            f"  AUCC:                          {conv['aucc_bleu_hours']:.4f} BLEU-hours "
-            f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_budget_seconds']:.0f} s)"
-        )
-        print(f"  saved model:                   {final_dir}")
+        print_results(report, final_dir, training_args.generation_num_beams or 1)
     report["model_dir"] = final_dir
     return report
 

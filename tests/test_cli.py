@@ -17,7 +17,7 @@ SUBCOMMANDS = ["train", *COMMANDS]
 def test_help_lists_every_subcommand():
     done = subprocess.run([sys.executable, "-m", "hf_reservoir.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    for name in ("prepare", "train", "evaluate", "translate", "sweep", "push"):
+    for name in ("prepare", "train", "sweep", "evaluate", "translate", "bench", "push"):
         assert name in done.stdout
 
 

@@ -4,7 +4,8 @@ import os
 import pytest
 import yaml
 
-from hf_reservoir.sweep import SweepConfig, build_report, cell_arguments, cells
+from hf_reservoir.sweep import SweepConfig, cell_arguments, cells
+from hf_reservoir.sweep_report import build_report
 
 from .conftest import REPO_ROOT
 
@@ -92,8 +93,9 @@ def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| regular | 1 | 0 |" in table and "| ffn | 1 | 1 |" in table
     assert (tmp_path / "bleu_vs_time.png").exists() and (tmp_path / "aucc_vs_layers.png").exists()
+    assert (tmp_path / "bleu_vs_steps.png").exists()
     # Every number comes from the run files: rebuild the report and compare with the runs' own summaries.
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
     run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
     assert summary["ffn/N1"]["max_valid_bleu"][0] == pytest.approx(run["peak_bleu"])
     assert summary["ffn/N1"]["aucc_normalized"][0] == pytest.approx(run["aucc_normalized"])
@@ -101,3 +103,117 @@ def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     again = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=600)
     assert "regular-N1-seed1: skipped" in again.stdout
     assert build_report(SweepConfig.load(str(sweep)), str(tmp_path / "again")) == table
+
+
+def _tiny_base(path, corpus_dir, tokenizer_dir, **extra):
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data_path": str(corpus_dir),
+                "tokenizer_path": str(tokenizer_dir),
+                "max_train_samples": 2000,
+                "train_sample_seed": 1,
+                "max_eval_samples": 40,
+                "max_source_length": 48,
+                "max_target_length": 48,
+                "d_model": 32,
+                "encoder_ffn_dim": 64,
+                "decoder_ffn_dim": 64,
+                "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2,
+                "decoder_layers": 1,
+                "layernorm_position": "pre",
+                "per_device_train_batch_size": 32,
+                "learning_rate": 0.003,
+                "max_steps": 40,
+                "eval_strategy": "steps",
+                "eval_steps": 10,
+                "save_strategy": "no",
+                "predict_with_generate": True,
+                "generation_max_length": 32,
+                "report_to": "none",
+                "use_cpu": True,
+                "disable_tqdm": True,
+                "per_device_eval_batch_size": 40,
+                "evaluate_test": False,
+                **extra,
+            }
+        )
+    )
+    return path
+
+
+def _run_sweep(sweep_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "hf_reservoir.cli", "sweep", str(sweep_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_paired_lane_runs_both_arms_in_turns_and_reports_from_files(corpus_dir, tokenizer_dir, tmp_path):
+    base = _tiny_base(tmp_path / "base.yaml", corpus_dir, tokenizer_dir)
+    sweep = tmp_path / "sweep.yaml"
+    config = {
+        "train_config": str(base),
+        "output_dir": str(tmp_path / "runs"),
+        "models": ["regular", "ffn"],
+        "updatable_layers": [1],
+        "seeds": [1],
+        "reservoir_layers": 1,
+        "budget_seconds": None,
+        "sharing": "lanes",
+        "slice_seconds": 0.5,
+    }
+    sweep.write_text(yaml.safe_dump(config))
+    _run_sweep(sweep)
+    for name in ("regular-N1-seed1", "ffn-N1-seed1"):
+        results = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+        sharing = results["sharing"]
+        assert sharing["scheme"] == "lane" and sharing["torch_threads"] == 1 and sharing["turns"] >= 2
+        conv = json.loads((tmp_path / "runs" / name / "convergence.json").read_text())
+        assert conv["summary"]["steps_trained"] == 40 and conv["summary"]["seconds_per_step"] > 0
+        assert conv["summary"]["stopped_by"] == "max_steps"
+        # the clock leaves the waits out: training seconds are well below the run's wall-clock
+        assert conv["summary"]["train_seconds"] < results["train_runtime_including_evaluation"]
+    waits = [
+        json.loads((tmp_path / "runs" / n / "results.json").read_text())["sharing"]["waited_seconds"]
+        for n in ("regular-N1-seed1", "ffn-N1-seed1")
+    ]
+    assert min(waits) > 0  # each waited while the other trained
+    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    ffn, regular = summary["ffn/N1"], summary["regular/N1"]
+    assert set(regular["to_target"]) == {"50%", "75%", "90%"}
+    run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
+    assert ffn["seconds_per_step"][0] == pytest.approx(run["seconds_per_step"])
+    assert ffn["paired"]["seeds"] == 1
+    # the report is a function of the run files alone
+    assert build_report(SweepConfig.load(str(sweep)), str(tmp_path / "again")) == (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_a_lane_measures_a_slowed_copy_as_slower(corpus_dir, tokenizer_dir, tmp_path):
+    base = _tiny_base(tmp_path / "base.yaml", corpus_dir, tokenizer_dir, max_steps=30)
+    sweep = tmp_path / "sweep.yaml"
+    config = {
+        "train_config": str(base),
+        "output_dir": str(tmp_path / "runs"),
+        "models": ["regular@a", "regular@b"],
+        "model_overrides": {"regular@b": {"step_delay_seconds": 0.05}},
+        "updatable_layers": [1],
+        "seeds": [1],
+        "budget_seconds": None,
+        "sharing": "lanes",
+        "slice_seconds": 0.5,
+    }
+    sweep.write_text(yaml.safe_dump(config))
+    _run_sweep(sweep)
+    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    a, b = summary["regular@a/N1"], summary["regular@b/N1"]
+    # the same model and seed: the same curve by steps, and b's 30 sleeps of 0.05 s show in its clock
+    assert a["max_valid_bleu"][0] == pytest.approx(b["max_valid_bleu"][0])
+    assert b["seconds_per_step"][0] - a["seconds_per_step"][0] > 0.04
+    assert b["paired"]["seconds_per_step_ratio"][0] > 1.2

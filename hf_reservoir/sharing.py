@@ -1,0 +1,152 @@
+"""Sharing one CPU core between the arms of a comparison: interleaved slices (a *lane*).
+
+A wall-clock comparison of two models measures the machine as much as the models when the runs
+happen at different times: machines here change speed by ±30% from day to day and are shared. In
+a lane, the arms of one comparison run as separate training processes that **take turns** on the
+same core(s): one trains for a slice of ``slice_seconds`` of its training clock, then hands the
+turn to the next arm that is still running, and so on round the lane. Drift and load that last
+longer than a few slices hit every arm alike; the time an arm waits for its turn is off its
+training clock, as evaluation is. An arm evaluates, saves and, at the end, scores its best model
+while it holds the turn, so no other arm of its lane trains at the same time.
+
+Why not two arms concurrently, one thread each? Once one arm stops (patience), the other trains
+alone on a quieter machine, and two processes on neighbouring cores still compete for memory
+bandwidth in ways that depend on the pair. Turn-taking has neither problem; its cost is a cold
+cache after each switch, which the A/A measurement in ``results/`` bounds.
+
+The protocol is files in a lane folder, driven by :func:`run_lane` (the parent) and
+:class:`TurnTakingCallback` (in each training process):
+
+* ``<arm>.ready``: the arm reached ``on_train_begin`` (data and model built) and waits;
+* ``turn``: the name of the arm that may train now (written atomically by the parent);
+* ``<arm>.yield``: the arm finished a slice and waits; the parent passes the turn, then removes it.
+
+The parent hands out the first turn once every arm is ready (or has exited), and passes the turn
+when the holder yields or its process ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from transformers import TrainerCallback
+
+POLL_SECONDS = 0.005
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _touch(path: str) -> None:
+    with open(path, "w", encoding="utf-8"):
+        pass
+
+
+class TurnTakingCallback(TrainerCallback):
+    """Train only while this arm holds its lane's turn; hand the turn on every ``slice_seconds``.
+
+    Args:
+        lane_dir (`str`): the lane folder shared with the other arms and the parent (:func:`run_lane`).
+        name (`str`): this arm's name in the lane.
+        convergence (`ConvergenceCallback`): whose clock must not count the waits.
+        slice_seconds (`float`): training seconds per turn.
+    """
+
+    def __init__(self, lane_dir: str, name: str, convergence, slice_seconds: float = 10.0):
+        if slice_seconds <= 0:
+            raise ValueError(f"lane_slice_seconds={slice_seconds} must be positive, e.g. 10.")
+        self.lane_dir, self.name, self.convergence, self.slice_seconds = lane_dir, name, convergence, slice_seconds
+        self._slice_start = 0.0
+        self.waited_seconds = 0.0
+        self.turns = 0
+
+    def _path(self, suffix: str) -> str:
+        return os.path.join(self.lane_dir, f"{self.name}.{suffix}")
+
+    def _wait_for_turn(self) -> None:
+        start = time.perf_counter()
+        turn, yielded = os.path.join(self.lane_dir, "turn"), self._path("yield")
+        # The parent passes the turn on, then removes the yield file: until that file is gone, "turn" may
+        # still name this arm from before it yielded.
+        while os.path.exists(yielded) or _read(turn) != self.name:
+            time.sleep(POLL_SECONDS)
+        self.waited_seconds += time.perf_counter() - start
+        self.turns += 1
+        self.convergence.skip_interval()  # the wait is not training time
+        self._slice_start = self.convergence.record.train_seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        _touch(self._path("ready"))
+        self._wait_for_turn()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.convergence.record.train_seconds - self._slice_start >= self.slice_seconds:
+            _touch(self._path("yield"))
+            self._wait_for_turn()
+
+
+def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None) -> dict:
+    """Run the arms ``{name: command}`` of one lane, taking turns; returns ``{name: exit status}``.
+
+    Each command must start a training run with ``--lane_dir lane_dir --lane_name name``. Standard
+    output and error of each go to ``logs[name]``.
+    """
+    os.makedirs(lane_dir, exist_ok=True)
+    for entry in os.listdir(lane_dir):  # a lane that restarts starts clean
+        os.remove(os.path.join(lane_dir, entry))
+    turn_path = os.path.join(lane_dir, "turn")
+    _write_atomic(turn_path, "")
+    processes, handles = {}, {}
+    for name, command in commands.items():
+        handles[name] = open(logs[name], "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        processes[name] = subprocess.Popen(command, stdout=handles[name], stderr=subprocess.STDOUT, env=env)
+    order = list(commands)
+    holder = None
+    try:
+        while True:
+            alive = [name for name in order if processes[name].poll() is None]
+            if not alive:
+                break
+            if holder is None:  # the first turn waits until every arm is built, so none trains during a build
+                if all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
+                    holder = alive[0]
+                    _write_atomic(turn_path, holder)
+            else:
+                yielded = os.path.join(lane_dir, f"{holder}.yield")
+                if processes[holder].poll() is not None or os.path.exists(yielded):
+                    holder = _next(order, holder, alive)
+                    _write_atomic(turn_path, holder)
+                    if os.path.exists(yielded):  # after the new turn is written: see TurnTakingCallback
+                        os.remove(yielded)
+            time.sleep(POLL_SECONDS)
+    finally:
+        for name, process in processes.items():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            handles[name].close()
+    return {name: process.returncode for name, process in processes.items()}
+
+
+def _next(order: list[str], holder: str, alive: list[str]) -> str:
+    """The next arm after ``holder`` in lane order that is still running (``holder`` itself if alone)."""
+    start = order.index(holder)
+    for offset in range(1, len(order) + 1):
+        name = order[(start + offset) % len(order)]
+        if name in alive:
+            return name
+    return holder

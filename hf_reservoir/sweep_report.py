@@ -1,0 +1,303 @@
+"""The report of a sweep (Table 1 and more), built from the run folders' files alone.
+
+For every model and N, over seeds (mean ± standard deviation):
+
+* the paper's Table 1: peak validation BLEU, training seconds to it (under patience: ``stopped_by``),
+  the ratio to the reference model (regular N), AUCC, seconds per epoch, parameters, test BLEU;
+* what separates speed from learning: steps to the peak and seconds per step (time = steps x s/step);
+* time to quality (MLPerf): training seconds and steps until the curve first reaches fixed BLEU targets,
+  fractions of the reference model's mean peak at that N (``target_fractions``);
+* for each model, the **paired** comparison with the reference over the seeds both have (same seed,
+  same lane): the ratio and difference of time to peak, the ratio of seconds per step, the difference in
+  steps to peak, and how many seeds favour the model.
+
+AUCC integrates every run of one N up to the same T̂ (``aucc_seconds``, else ``budget_seconds``, else the
+shortest run of that N), holding a stopped run's last value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+
+from .convergence import aucc, time_to_target
+from .metrics import format_value
+from .sweep import Cell, SweepConfig, cells, reference_model
+
+
+def _mean_std(values: list) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _pm(pair: tuple[float, float], digits: int = 2) -> str:
+    """``mean ± std`` over seeds."""
+    mean, std = pair
+    return "n/a" if math.isnan(mean) else f"{format_value(mean, digits)} ± {format_value(std, digits)}"
+
+
+def load_runs(config: SweepConfig) -> dict[Cell, dict]:
+    """Every finished run: ``{cell: {"results": ..., "convergence": ...}}``."""
+    runs = {}
+    for cell in cells(config):
+        run_dir = os.path.join(config.output_dir, cell.name)
+        try:
+            with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
+                results = json.load(handle)
+            with open(os.path.join(run_dir, "convergence.json"), encoding="utf-8") as handle:
+                convergence = json.load(handle)
+        except FileNotFoundError:
+            continue
+        runs[cell] = {"results": results, "convergence": convergence}
+    return runs
+
+
+def run_measures(run: dict, targets: dict[str, float], horizon: float) -> dict:
+    """One run's figures: the clock's summary plus AUCC up to ``horizon`` and time/steps to ``targets``."""
+    summary, evaluations = run["convergence"]["summary"], run["convergence"]["evaluations"]
+    curve = [(e["train_seconds"], e["bleu"]) for e in evaluations]
+    return {
+        "peak_bleu": summary["peak_bleu"],
+        "time_to_peak_seconds": summary["time_to_peak_seconds"],
+        "steps_to_peak": summary["step_at_peak"],
+        "seconds_per_step": summary["seconds_per_step"],
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "train_seconds": summary["train_seconds"],
+        "aucc_normalized": aucc(curve, horizon) / horizon if curve else 0.0,
+        "stopped_by": summary["stopped_by"],
+        "test_bleu": (run["results"].get("test") or {}).get("bleu"),
+        "to_target": {name: time_to_target(evaluations, value) for name, value in targets.items()},
+    }
+
+
+def _group_row(config: SweepConfig, model: str, n: int, members: dict[int, dict], runs: dict) -> dict:
+    base = model.partition("@")[0].partition("-")[0]
+    first = next(iter(members.values()))
+    results = runs[first["cell"]]["results"]
+    row = {
+        "model": model,
+        "updatable_layers": n,
+        "reservoir_layers": 0 if base in ("regular", "regular_deep", "layerdrop") else config.reservoir_layers,
+        "encoder_layout": results.get("encoder_layout"),
+        "seeds": len(members),
+        "stopped_by": sorted({m["stopped_by"] or "unknown" for m in members.values()}),
+        "trainable_parameters": results["parameters"]["trainable"],
+        "total_parameters": results["parameters"]["total"],
+        "runs": sorted(os.path.join(config.output_dir, m["cell"].name) for m in members.values()),
+    }
+    for key, name in [
+        ("peak_bleu", "max_valid_bleu"),
+        ("time_to_peak_seconds", "time_to_max_seconds"),
+        ("steps_to_peak", "steps_to_peak"),
+        ("seconds_per_step", "seconds_per_step"),
+        ("seconds_per_epoch", "seconds_per_epoch"),
+        ("aucc_normalized", "aucc_normalized"),
+        ("test_bleu", "test_bleu"),
+    ]:
+        row[name] = _mean_std([m[key] for m in members.values()])
+    row["to_target"] = {}
+    for target in next(iter(members.values()))["to_target"]:
+        hits = [m["to_target"][target] for m in members.values()]
+        reached = [hit for hit in hits if hit]
+        row["to_target"][target] = {
+            "seconds": _mean_std([hit["train_seconds"] for hit in reached]),
+            "steps": _mean_std([hit["step"] for hit in reached]),
+            "reached": f"{len(reached)}/{len(hits)}",
+        }
+    return row
+
+
+def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
+    """Same-seed comparisons with the reference model: ratios and differences, and seeds that favour the model."""
+    seeds = sorted(set(members) & set(reference))
+    pairs = [(members[s], reference[s]) for s in seeds]
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    faster = [m["time_to_peak_seconds"] < r["time_to_peak_seconds"] for m, r in pairs]
+    return {
+        "seeds": len(seeds),
+        "time_to_peak_ratio": _mean_std(
+            [ratio(m["time_to_peak_seconds"], r["time_to_peak_seconds"]) for m, r in pairs]
+        ),
+        "time_to_peak_difference_seconds": _mean_std(
+            [m["time_to_peak_seconds"] - r["time_to_peak_seconds"] for m, r in pairs]
+        ),
+        "seconds_per_step_ratio": _mean_std([ratio(m["seconds_per_step"], r["seconds_per_step"]) for m, r in pairs]),
+        "steps_to_peak_difference": _mean_std([m["steps_to_peak"] - r["steps_to_peak"] for m, r in pairs]),
+        "peak_bleu_difference": _mean_std([m["peak_bleu"] - r["peak_bleu"] for m, r in pairs]),
+        "seeds_faster_to_peak": f"{sum(faster)}/{len(pairs)}",
+    }
+
+
+def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
+    """``(summary, targets)``: one row per model and N (``"model/N"``), and the BLEU targets per N."""
+    reference = reference_model(config)
+    summary, all_targets = {}, {}
+    for n in config.updatable_layers:
+        at_n = {cell: run for cell, run in runs.items() if cell.updatable == n}
+        if not at_n:
+            continue
+        horizon = config.aucc_seconds or config.budget_seconds
+        horizon = horizon or min(run["convergence"]["summary"]["train_seconds"] for run in at_n.values())
+        peaks = [run["convergence"]["summary"]["peak_bleu"] for c, run in at_n.items() if c.model == reference]
+        mean_peak = statistics.fmean(peaks) if peaks else float("nan")
+        targets = {f"{f:.0%}": f * mean_peak for f in config.target_fractions} if peaks else {}
+        all_targets[f"N{n}"] = {"reference_peak": mean_peak, "targets": targets, "aucc_seconds": horizon}
+        measured: dict[str, dict[int, dict]] = {}
+        for cell, run in at_n.items():
+            measured.setdefault(cell.model, {})[cell.seed] = {**run_measures(run, targets, horizon), "cell": cell}
+        for model in config.models:
+            if model not in measured:
+                continue
+            row = _group_row(config, model, n, measured[model], runs)
+            if model != reference and reference in measured:
+                row["paired"] = _paired(measured[model], measured[reference])
+                row["ratio_to_regular"] = row["paired"]["time_to_peak_ratio"][0]
+            else:
+                row["ratio_to_regular"] = 1.0 if model == reference else None
+            summary[f"{model}/N{n}"] = row
+    return summary, all_targets
+
+
+def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
+    """Table 1 (with steps and seconds per step), time to targets, and the paired comparison."""
+    lines = [
+        "| model | updatable layers | reservoir layers | encoder | max valid BLEU | time to max (s) | ratio to "
+        f"{reference} (paired) | steps to max | s/step | AUCC (BLEU, /T̂) | time per epoch (s) | trainable (total) "
+        "parameters | test BLEU at best checkpoint | stopped by | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary.values():
+        ratio = "n/a" if row["ratio_to_regular"] is None else f"{row['ratio_to_regular']:.2f}"
+        lines.append(
+            f"| {row['model']} | {row['updatable_layers']} | {row['reservoir_layers']} | {row['encoder_layout']} | "
+            f"{_pm(row['max_valid_bleu'])} | {_pm(row['time_to_max_seconds'], 0)} | {ratio} | "
+            f"{_pm(row['steps_to_peak'], 0)} | {_pm(row['seconds_per_step'], 3)} | {_pm(row['aucc_normalized'])} | "
+            f"{_pm(row['seconds_per_epoch'], 0)} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
+            f"{_pm(row['test_bleu'])} | {', '.join(row['stopped_by'])} | {row['seeds']} |"
+        )
+    for n, target in targets.items():
+        names = list(target["targets"])
+        lines += [
+            "",
+            f"Time to quality at {n}: training seconds (steps) until validation BLEU first reaches "
+            + ", ".join(f"{name} = {value:.2f}" for name, value in target["targets"].items())
+            + f" of {reference}'s mean peak ({target['reference_peak']:.2f}); seeds that reached it.",
+            "",
+            "| model | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for row in summary.values():
+            if f"N{row['updatable_layers']}" != n:
+                continue
+            cells_ = [
+                f"{_pm(hit['seconds'], 0)} s ({_pm(hit['steps'], 0)}) [{hit['reached']}]"
+                if not math.isnan(hit["seconds"][0])
+                else f"not reached [{hit['reached']}]"
+                for hit in row["to_target"].values()
+            ]
+            lines.append(f"| {row['model']} | " + " | ".join(cells_) + " |")
+    lines += [
+        "",
+        f"Paired with {reference} (same N and seed, same lane): model / {reference} and model - {reference}, "
+        "mean ± std over seeds.",
+        "",
+        "| model | N | seeds | time to max, ratio | time to max, difference (s) | seeds faster to max | s/step, ratio "
+        "| steps to max, difference | max BLEU, difference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary.values():
+        p = row.get("paired")
+        if p:
+            lines.append(
+                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {_pm(p['time_to_peak_ratio'])} | "
+                f"{_pm(p['time_to_peak_difference_seconds'], 0)} | {p['seeds_faster_to_peak']} | "
+                f"{_pm(p['seconds_per_step_ratio'], 3)} | {_pm(p['steps_to_peak_difference'], 0)} | "
+                f"{_pm(p['peak_bleu_difference'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def build_report(config: SweepConfig, report_dir: str) -> str:
+    """Write ``table.md``, ``summary.json`` and the plots; returns the tables."""
+    runs = load_runs(config)
+    if not runs:
+        raise ValueError(f"No finished runs under {config.output_dir}; run the sweep first.")
+    os.makedirs(report_dir, exist_ok=True)
+    summary, targets = summarise(config, runs)
+    table = markdown_tables(summary, targets, reference_model(config))
+    with open(os.path.join(report_dir, "table.md"), "w", encoding="utf-8") as handle:
+        handle.write(table)
+    with open(os.path.join(report_dir, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump({"rows": summary, "targets": targets}, handle, indent=2)
+    for axis, name in (("seconds", "time"), ("steps", "steps")):
+        plot_mean_curves(config, runs, os.path.join(report_dir, f"bleu_vs_{name}.png"), axis)
+    _plot_aucc(summary, os.path.join(report_dir, "aucc_vs_layers.png"))
+    return table
+
+
+def mean_curve(curves: list[list[tuple[float, float]]], grid: list[float]) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation over runs of BLEU on ``grid``: each curve starts at (0, 0), is joined
+    linearly between evaluations and holds its last value after it stopped."""
+    import numpy as np
+
+    values = np.array([np.interp(grid, [0.0, *(x for x, _ in c)], [0.0, *(y for _, y in c)]) for c in curves])
+    return values.mean(axis=0).tolist(), values.std(axis=0, ddof=1 if len(curves) > 1 else 0).tolist()
+
+
+def plot_mean_curves(config: SweepConfig, runs: dict[Cell, dict], path: str, axis_name: str) -> None:
+    """Mean validation BLEU over seeds with a ±1 std band, one panel per N, one y-range for all panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    key, scale = ("train_seconds", 60.0) if axis_name == "seconds" else ("step", 1.0)
+    ns = sorted({cell.updatable for cell in runs})
+    figure, axes = plt.subplots(1, len(ns), figsize=(6 * len(ns), 4), squeeze=False)
+    top = max(e["bleu"] for run in runs.values() for e in run["convergence"]["evaluations"] or [{"bleu": 1.0}])
+    for panel, n in zip(axes[0], ns):
+        for model in config.models:
+            curves = [
+                [(e[key] / scale, e["bleu"]) for e in run["convergence"]["evaluations"]]
+                for cell, run in runs.items()
+                if cell.model == model and cell.updatable == n and run["convergence"]["evaluations"]
+            ]
+            if not curves:
+                continue
+            grid = np.linspace(0.0, max(c[-1][0] for c in curves), 200)
+            mean, std = mean_curve(curves, grid)
+            line = panel.plot(grid, mean, label=f"{model} ({len(curves)} seeds)")[0]
+            panel.fill_between(grid, np.subtract(mean, std), np.add(mean, std), color=line.get_color(), alpha=0.2)
+        panel.set_title(f"N = {n} updatable encoder layers")
+        panel.set_xlabel("training wall-clock (minutes)" if axis_name == "seconds" else "training steps")
+        panel.set_ylabel("validation BLEU (mean ± std over seeds)")
+        panel.set_ylim(0, top * 1.05 + 0.5)
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_aucc(summary: dict, path: str) -> None:
+    from .convergence import line_plot
+
+    with line_plot(path, "updatable encoder layers (N)", "AUCC / T̂ (BLEU)") as axis:
+        for model in sorted({row["model"] for row in summary.values()}):
+            rows = sorted((r for r in summary.values() if r["model"] == model), key=lambda r: r["updatable_layers"])
+            axis.errorbar(
+                [r["updatable_layers"] for r in rows],
+                [r["aucc_normalized"][0] for r in rows],
+                yerr=[r["aucc_normalized"][1] for r in rows],
+                marker="o",
+                capsize=3,
+                label=model,
+            )
