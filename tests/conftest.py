@@ -71,3 +71,35 @@ def tokenizer_dir(corpus_dir, tmp_path_factory):
     corpus = load_parallel_corpus(str(corpus_dir))
     train_marian_tokenizer(corpus["train"], "de", "en", str(path), vocab_size=2000)
     return path
+
+
+def tiny_training_config(corpus_dir, tokenizer_dir, **overrides) -> dict:
+    """A training YAML's values for a tiny model on 2,000 corpus pairs: a few seconds of training."""
+    return {
+        "data_path": str(corpus_dir),
+        "tokenizer_path": str(tokenizer_dir),
+        "max_train_samples": 2000,
+        "max_eval_samples": 40,
+        "max_source_length": 48,
+        "max_target_length": 48,
+        "d_model": 32,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "decoder_layers": 1,
+        "layernorm_position": "pre",
+        "per_device_train_batch_size": 32,
+        "learning_rate": 0.003,
+        "max_steps": 30,
+        "eval_strategy": "steps",
+        "eval_steps": 10,
+        "save_strategy": "no",
+        "predict_with_generate": True,
+        "generation_max_length": 32,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "per_device_eval_batch_size": 40,
+        **overrides,
+    }

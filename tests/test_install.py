@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, tiny_training_config
 
 
 def _run(command, cwd, stdin=None, timeout=900):
@@ -31,36 +31,10 @@ def test_a_non_editable_install_runs_the_whole_workflow_outside_the_repository(c
     site = _run([str(venv / "bin" / "python"), "-c", "import hf_reservoir; print(hf_reservoir.__file__)"], outside)
     assert str(venv) in site.stdout and REPO_ROOT not in site.stdout  # the installed copy, not the checkout
 
-    config = {
-        "data_path": str(corpus_dir),
-        "tokenizer_path": str(tokenizer_dir),
-        "max_train_samples": 2000,
-        "train_sample_seed": 1,
-        "max_eval_samples": 40,
-        "max_source_length": 48,
-        "max_target_length": 48,
-        "d_model": 32,
-        "encoder_layers": 3,
-        "num_encoder_reservoir_layers": 1,
-        "encoder_ffn_dim": 64,
-        "decoder_ffn_dim": 64,
-        "encoder_attention_heads": 2,
-        "decoder_attention_heads": 2,
-        "decoder_layers": 1,
-        "per_device_train_batch_size": 32,
-        "learning_rate": 0.003,
-        "max_steps": 20,
-        "eval_strategy": "steps",
-        "eval_steps": 10,
-        "save_strategy": "no",
-        "predict_with_generate": True,
-        "generation_max_length": 32,
-        "report_to": "none",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "per_device_eval_batch_size": 40,
-        "output_dir": "run",
-    }
+    config = tiny_training_config(
+        corpus_dir, tokenizer_dir, train_sample_seed=1, encoder_layers=3, num_encoder_reservoir_layers=1, max_steps=20
+    )
+    config["output_dir"] = "run"
     (outside / "tiny.yaml").write_text(yaml.safe_dump(config))
     _run([cli, "train", "tiny.yaml"], outside)
     model = outside / "run" / "model"

@@ -7,7 +7,7 @@ import yaml
 from hf_reservoir.sweep import SweepConfig, cell_arguments, cells
 from hf_reservoir.sweep_report import build_report
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, tiny_training_config
 
 
 def test_cells_and_arguments():
@@ -40,38 +40,7 @@ def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     import sys
 
     train_config = tmp_path / "base.yaml"
-    train_config.write_text(
-        yaml.safe_dump(
-            {
-                "data_path": str(corpus_dir),
-                "tokenizer_path": str(tokenizer_dir),
-                "max_train_samples": 2000,
-                "max_eval_samples": 40,
-                "max_source_length": 48,
-                "max_target_length": 48,
-                "d_model": 32,
-                "encoder_ffn_dim": 64,
-                "decoder_ffn_dim": 64,
-                "encoder_attention_heads": 2,
-                "decoder_attention_heads": 2,
-                "decoder_layers": 1,
-                "layernorm_position": "pre",
-                "per_device_train_batch_size": 32,
-                "learning_rate": 0.003,
-                "max_steps": 30,
-                "eval_strategy": "steps",
-                "eval_steps": 10,
-                "save_strategy": "no",
-                "predict_with_generate": True,
-                "generation_max_length": 32,
-                "report_to": "none",
-                "use_cpu": True,
-                "disable_tqdm": True,
-                "per_device_eval_batch_size": 40,
-                "evaluate_test": True,
-            }
-        )
-    )
+    train_config.write_text(yaml.safe_dump(tiny_training_config(corpus_dir, tokenizer_dir, evaluate_test=True)))
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
         yaml.safe_dump(
@@ -106,40 +75,8 @@ def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
 
 
 def _tiny_base(path, corpus_dir, tokenizer_dir, **extra):
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "data_path": str(corpus_dir),
-                "tokenizer_path": str(tokenizer_dir),
-                "max_train_samples": 2000,
-                "train_sample_seed": 1,
-                "max_eval_samples": 40,
-                "max_source_length": 48,
-                "max_target_length": 48,
-                "d_model": 32,
-                "encoder_ffn_dim": 64,
-                "decoder_ffn_dim": 64,
-                "encoder_attention_heads": 2,
-                "decoder_attention_heads": 2,
-                "decoder_layers": 1,
-                "layernorm_position": "pre",
-                "per_device_train_batch_size": 32,
-                "learning_rate": 0.003,
-                "max_steps": 40,
-                "eval_strategy": "steps",
-                "eval_steps": 10,
-                "save_strategy": "no",
-                "predict_with_generate": True,
-                "generation_max_length": 32,
-                "report_to": "none",
-                "use_cpu": True,
-                "disable_tqdm": True,
-                "per_device_eval_batch_size": 40,
-                "evaluate_test": False,
-                **extra,
-            }
-        )
-    )
+    values = {"train_sample_seed": 1, "max_steps": 40, "evaluate_test": False, **extra}
+    path.write_text(yaml.safe_dump(tiny_training_config(corpus_dir, tokenizer_dir, **values)))
     return path
 
 
