@@ -1,7 +1,7 @@
 """The paper's comparison (Table 1, Figure 1): a grid of runs and a report built from their files.
 
 A grid has models x updatable-layer counts N x seeds. Every run gets the same data, tokenizer,
-optimizer, schedule and wall-clock budget T-hat; only the encoder differs:
+optimizer, schedule and stopping rule (a wall-clock budget T-hat, or patience); only the encoder differs:
 
 * ``regular``: N updatable encoder layers; ``regular_deep``: N + k (the paper's comparison at equal depth);
 * ``transformer``, ``ffn``, ``bigru``, ``cnn``: N updatable + k reservoir layers (alternating rule);
@@ -10,7 +10,8 @@ optimizer, schedule and wall-clock budget T-hat; only the encoder differs:
 * ``<type>-identity`` / ``<type>-learned``: reservoirs with backskipping.
 
 Each run is ``python -m hf_reservoir.cli train`` in its own process; a run whose ``results.json`` exists is
-skipped, so an interrupted sweep resumes. The report reads only the run folders.
+skipped and an unfinished one resumes from its last checkpoint, so an interrupted sweep goes on where it
+stopped. The report (:mod:`hf_reservoir.sweep_report`) reads only the run folders.
 """
 
 from __future__ import annotations
@@ -176,7 +177,13 @@ def finished(config: SweepConfig, cell: Cell) -> bool:
 
 
 def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
+    """The run's command; an unfinished run with a complete checkpoint resumes from it (clock and curve too)."""
+    from .training import last_checkpoint
+
+    command = [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
+    if last_checkpoint(os.path.join(config.output_dir, cell.name)):
+        command += ["--resume_from_checkpoint", "last"]
+    return command
 
 
 def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> str:
@@ -193,8 +200,8 @@ def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> s
 def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.executable) -> dict[Cell, str]:
     """Run the unfinished cells of one lane together, taking turns (:mod:`hf_reservoir.sharing`).
 
-    Finished cells are skipped; the unfinished ones restart together from scratch, so a lane interrupted
-    half-way is measured again as a lane.
+    Finished cells are skipped; the unfinished ones start again together, each from its last checkpoint
+    (or from scratch without one), so an interrupted lane goes on as a lane.
     """
     from .sharing import run_lane
 

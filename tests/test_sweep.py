@@ -34,6 +34,20 @@ def test_cells_and_arguments():
         SweepConfig(train_config="b", output_dir="o", models=["lstm"])
 
 
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    from hf_reservoir.sweep import train_command
+
+    config = SweepConfig(train_config="base.yaml", output_dir=str(tmp_path), models=["regular"], seeds=[1])
+    cell = cells(config)[0]
+    assert "--resume_from_checkpoint" not in train_command(config, cell)
+    checkpoint = tmp_path / cell.name / "checkpoint-200"
+    checkpoint.mkdir(parents=True)
+    for name, text in (("trainer_state.json", "{}"), ("config.json", "{}"), ("model.safetensors", "x")):
+        (checkpoint / name).write_text(text)
+    command = train_command(config, cell)
+    assert command[command.index("--resume_from_checkpoint") + 1] == "last"
+
+
 @pytest.mark.slow
 def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     import subprocess
