@@ -280,8 +280,10 @@ def test_a_fixed_step_run_reaches_the_same_bleu_on_a_slower_machine(corpus_dir, 
     assert fast["steps_trained"] == slow["steps_trained"] == 40
     assert runs["fast"]["validation"]["bleu"] == runs["slow"]["validation"]["bleu"]
     assert runs["fast"]["validation"]["loss"] == pytest.approx(runs["slow"]["validation"]["loss"], abs=1e-6)
-    assert slow["train_seconds"] > fast["train_seconds"] + 40 * 0.05 * 0.9
-    assert slow["seconds_per_step"] > fast["seconds_per_step"]
+    # The slow run's clock holds its sleeps (those after logged or evaluated steps fall in excluded intervals).
+    # No comparison with the fast run's seconds: two runs taken one after the other on a loaded machine can
+    # differ by more than the sleeps (CI measured 26.9 s fast against 13.5 s slow); pairing is the sweep's job.
+    assert slow["train_seconds"] >= 40 * 0.05 * 0.75
     assert "cool-down to 0 over the last 25% of the 40 steps" in runs["fast"]["training"]["lr_scheduler"]
 
 
