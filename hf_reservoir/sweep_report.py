@@ -205,8 +205,8 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
             lines.append(f"| {row['model']} | " + " | ".join(cells_) + " |")
     lines += [
         "",
-        f"Paired with {reference} (same N and seed, same lane): model / {reference} and model - {reference}, "
-        "mean ± std over seeds.",
+        f"Paired with {reference} (same N and seed, run at the same time): model / {reference} and "
+        f"model - {reference}, mean ± std over seeds.",
         "",
         "| model | N | seeds | time to max, ratio | time to max, difference (s) | seeds faster to max | s/step, ratio "
         "| steps to max, difference | max BLEU, difference |",
