@@ -174,7 +174,8 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.values():
-        ratio = "n/a" if row["ratio_to_regular"] is None else f"{row['ratio_to_regular']:.2f}"
+        ratio = row["ratio_to_regular"]
+        ratio = "n/a" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
         lines.append(
             f"| {row['model']} | {row['updatable_layers']} | {row['reservoir_layers']} | {row['encoder_layout']} | "
             f"{_pm(row['max_valid_bleu'])} | {_pm(row['time_to_max_seconds'], 0)} | {ratio} | "
