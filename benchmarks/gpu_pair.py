@@ -74,28 +74,22 @@ def run_arm(arm: str, args, name: str | None = None) -> dict:
 
 
 def compare(records: dict[str, dict], budget_seconds: float) -> dict:
-    """Targets from the regular arm's peak; time and steps to each, AUCC and speed for every arm."""
-    from hf_reservoir.convergence import aucc, time_to_target
+    """Targets from the regular arm's peak; time and steps to each, AUCC and speed for every arm (the sweep
+    report's per-run measures, :func:`hf_reservoir.sweep_report.run_measures`)."""
+    from hf_reservoir.sweep_report import run_measures
 
     peak = max((e["bleu"] for e in records["regular"]["evaluations"]), default=0.0)
     targets = {f"{fraction:.0%}": fraction * peak for fraction in TARGET_FRACTIONS}
-    rows = {}
-    for arm, record in records.items():
-        summary, evaluations = record["summary"], record["evaluations"]
-        curve = [(e["train_seconds"], e["bleu"]) for e in evaluations]
-        rows[arm] = {
+    rows = {
+        arm: {
             "encoder_layout": record["encoder_layout"],
             "trainable_parameters": record["parameters"]["trainable"],
             "total_parameters": record["parameters"]["total"],
-            "peak_bleu": summary["peak_bleu"],
-            "time_to_peak_seconds": summary["time_to_peak_seconds"],
-            "steps_trained": summary["steps_trained"],
-            "train_seconds": summary["train_seconds"],
-            "seconds_per_step": summary["seconds_per_step"],
-            "seconds_per_epoch": summary["seconds_per_epoch"],
-            "aucc_normalized": aucc(curve, budget_seconds) / budget_seconds if curve else 0.0,
-            "to_target": {name: time_to_target(evaluations, value) for name, value in targets.items()},
+            "steps_trained": record["summary"]["steps_trained"],
+            **run_measures({"convergence": record, "results": {}}, targets, budget_seconds),
         }
+        for arm, record in records.items()
+    }
     return {"budget_seconds": budget_seconds, "targets": targets, "arms": rows}
 
 

@@ -24,7 +24,7 @@ import statistics
 
 from .convergence import aucc, time_to_target
 from .metrics import format_value
-from .sweep import Cell, SweepConfig, cells, reference_model
+from .sweep import Cell, SweepConfig, cells, reference_model, split_model
 
 
 def _mean_std(values: list) -> tuple[float, float]:
@@ -75,7 +75,7 @@ def run_measures(run: dict, targets: dict[str, float], horizon: float) -> dict:
 
 
 def _group_row(config: SweepConfig, model: str, n: int, members: dict[int, dict], runs: dict) -> dict:
-    base = model.partition("@")[0].partition("-")[0]
+    base, _ = split_model(model)
     first = next(iter(members.values()))
     results = runs[first["cell"]]["results"]
     row = {
