@@ -108,7 +108,8 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     """Run the arms ``{name: command}`` of one lane, taking turns; returns ``{name: exit status}``.
 
     Each command must start a training run with ``--lane_dir lane_dir --lane_name name``. Standard
-    output and error of each go to ``logs[name]``.
+    output and error of each are appended to ``logs[name]`` (a resumed run keeps its earlier log; the
+    caller empties the log of a run that starts over).
     """
     os.makedirs(lane_dir, exist_ok=True)
     for entry in os.listdir(lane_dir):  # a lane that restarts starts clean
@@ -117,7 +118,7 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     _write_atomic(turn_path, "")
     processes, handles = {}, {}
     for name, command in commands.items():
-        handles[name] = open(logs[name], "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        handles[name] = open(logs[name], "a", encoding="utf-8")  # noqa: SIM115 - closed below
         processes[name] = subprocess.Popen(command, stdout=handles[name], stderr=subprocess.STDOUT, env=env)
     order = list(commands)
     holder = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # every reservoir type is a model
@@ -186,14 +187,27 @@ def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable)
     return command
 
 
+def open_log(config: SweepConfig, cell: Cell, command: list[str]):
+    """The run's ``train.log``: emptied for a fresh start, appended to (after a marker line) when resuming."""
+    path = os.path.join(config.output_dir, cell.name, "train.log")
+    resuming = "--resume_from_checkpoint" in command
+    log = open(path, "a" if resuming else "w", encoding="utf-8")  # noqa: SIM115 - the caller closes it
+    if resuming:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        log.write(f"\n[hf-reservoir sweep] {stamp}: resuming {cell.name} from its last checkpoint\n")
+        log.flush()
+    return log
+
+
 def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> str:
     """Run one cell unless its ``results.json`` exists; returns ``done``, ``skipped`` or ``failed``."""
     if finished(config, cell):
         return "skipped"
     run_dir = os.path.join(config.output_dir, cell.name)
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8") as log:
-        process = subprocess.run(train_command(config, cell, python), stdout=log, stderr=subprocess.STDOUT)
+    command = train_command(config, cell, python)
+    with open_log(config, cell, command) as log:
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     return "done" if process.returncode == 0 else "failed"
 
 
@@ -214,7 +228,9 @@ def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.exec
     for cell in todo:
         run_dir = os.path.join(config.output_dir, cell.name)
         os.makedirs(run_dir, exist_ok=True)
-        commands[cell.name] = train_command(config, cell, python) + [
+        command = train_command(config, cell, python)
+        open_log(config, cell, command).close()
+        commands[cell.name] = command + [
             "--lane_dir", lane_dir, "--lane_name", cell.name, "--lane_slice_seconds", str(config.slice_seconds),
         ]  # fmt: skip
         logs[cell.name] = os.path.join(run_dir, "train.log")

@@ -48,6 +48,25 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     assert command[command.index("--resume_from_checkpoint") + 1] == "last"
 
 
+def test_a_resumed_run_keeps_its_earlier_log_and_a_fresh_one_starts_empty(tmp_path):
+    from hf_reservoir.sweep import open_log
+
+    config = SweepConfig(train_config="base.yaml", output_dir=str(tmp_path), models=["regular"], seeds=[1])
+    cell = cells(config)[0]
+    (tmp_path / cell.name).mkdir()
+    log_path = tmp_path / cell.name / "train.log"
+    log_path.write_text("step 200 of the first part\n")
+    with open_log(config, cell, ["train", "--resume_from_checkpoint", "last"]) as log:
+        log.write("step 400 after resuming\n")
+    text = log_path.read_text()
+    assert text.startswith("step 200 of the first part\n")
+    assert f"resuming {cell.name} from its last checkpoint" in text
+    assert text.endswith("step 400 after resuming\n")
+    with open_log(config, cell, ["train"]) as log:  # starting over: the old log would mislead
+        log.write("fresh\n")
+    assert log_path.read_text() == "fresh\n"
+
+
 @pytest.mark.slow
 def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     import subprocess
@@ -140,7 +159,7 @@ def test_paired_lane_runs_both_arms_in_turns_and_reports_from_files(corpus_dir, 
     assert set(regular["to_target"]) == {"50%", "75%", "90%"}
     run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
     assert ffn["seconds_per_step"][0] == pytest.approx(run["seconds_per_step"])
-    assert ffn["paired"]["seeds"] == 1
+    assert ffn["paired"]["seeds"] == 1 and ffn["paired"]["seeds_in_one_lane"] == "1/1"
     # the report is a function of the run files alone
     assert build_report(SweepConfig.load(str(sweep)), str(tmp_path / "again")) == (tmp_path / "table.md").read_text()
 
