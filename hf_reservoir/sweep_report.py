@@ -7,9 +7,9 @@ For every model and N, over seeds (mean ± standard deviation):
 * what separates speed from learning: steps to the peak and seconds per step (time = steps x s/step);
 * time to quality (MLPerf): training seconds and steps until the curve first reaches fixed BLEU targets,
   fractions of the reference model's mean peak at that N (``target_fractions``);
-* for each model, the **paired** comparison with the reference over the seeds both have (same seed;
-  how many of them ran in one lane): the ratio and difference of time to peak, the ratio of seconds per
-  step, the difference in steps to peak, and how many seeds favour the model.
+* for each model, the **paired** comparison with the reference over the seeds both have (same seed,
+  same lane): the ratio and difference of time to peak, the ratio of seconds per step, the difference in
+  steps to peak, and how many seeds favour the model.
 
 AUCC integrates every run of one N up to the same T̂ (``aucc_seconds``, else ``budget_seconds``, else the
 shortest run of that N), holding a stopped run's last value.
@@ -71,7 +71,6 @@ def run_measures(run: dict, targets: dict[str, float], horizon: float) -> dict:
         "stopped_by": summary["stopped_by"],
         "test_bleu": (run["results"].get("test") or {}).get("bleu"),
         "to_target": {name: time_to_target(evaluations, value) for name, value in targets.items()},
-        "lane": (run["results"].get("sharing") or {}).get("lane"),  # where it ran last (lanes only)
     }
 
 
@@ -121,7 +120,6 @@ def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
         return a / b if a is not None and b else None
 
     faster = [m["time_to_peak_seconds"] < r["time_to_peak_seconds"] for m, r in pairs]
-    same_lane = [m.get("lane") is not None and m.get("lane") == r.get("lane") for m, r in pairs]
     return {
         "seeds": len(seeds),
         "time_to_peak_ratio": _mean_std(
@@ -134,8 +132,6 @@ def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
         "steps_to_peak_difference": _mean_std([m["steps_to_peak"] - r["steps_to_peak"] for m, r in pairs]),
         "peak_bleu_difference": _mean_std([m["peak_bleu"] - r["peak_bleu"] for m, r in pairs]),
         "seeds_faster_to_peak": f"{sum(faster)}/{len(pairs)}",
-        # taking turns in one lane pairs two runs best; other pairs ran in another lane or another process
-        "seeds_in_one_lane": f"{sum(same_lane)}/{len(pairs)}",
     }
 
 
@@ -210,19 +206,18 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
             lines.append(f"| {row['model']} | " + " | ".join(cells_) + " |")
     lines += [
         "",
-        f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± std "
-        f"over seeds; 'in one lane': seeds whose two runs ended in the same lane, taking turns (sharing: lanes).",
+        f"Paired with {reference} (same N and seed; the sharing scheme decides whether the two ran at the same "
+        f"time): model / {reference} and model - {reference}, mean ± std over seeds.",
         "",
-        "| model | N | seeds | in one lane | time to max, ratio | time to max, difference (s) | seeds faster to max "
-        "| s/step, ratio | steps to max, difference | max BLEU, difference |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | N | seeds | time to max, ratio | time to max, difference (s) | seeds faster to max | s/step, ratio "
+        "| steps to max, difference | max BLEU, difference |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.values():
         p = row.get("paired")
         if p:
             lines.append(
-                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {p['seeds_in_one_lane']} | "
-                f"{_pm(p['time_to_peak_ratio'])} | "
+                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {_pm(p['time_to_peak_ratio'])} | "
                 f"{_pm(p['time_to_peak_difference_seconds'], 0)} | {p['seeds_faster_to_peak']} | "
                 f"{_pm(p['seconds_per_step_ratio'], 3)} | {_pm(p['steps_to_peak_difference'], 0)} | "
                 f"{_pm(p['peak_bleu_difference'])} |"
