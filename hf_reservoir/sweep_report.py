@@ -7,9 +7,10 @@ For every model and N, over seeds (mean ± standard deviation):
 * what separates speed from learning: steps to the peak and seconds per step (time = steps x s/step);
 * time to quality (MLPerf): training seconds and steps until the curve first reaches fixed BLEU targets,
   fractions of the reference model's mean peak at that N (``target_fractions``);
-* for each model, the **paired** comparison with the reference over the seeds both have (same seed,
-  same lane): the ratio and difference of time to peak, the ratio of seconds per step, the difference in
-  steps to peak, and how many seeds favour the model.
+* for each model, the **paired** comparison with the reference over the seeds both have (same seed and
+  N): the ratio and difference of time to peak, the ratio of seconds per step, the difference in steps
+  to peak, how many seeds favour the model, and the ratio of time to each target (over the seeds where
+  both reached it).
 
 AUCC integrates every run of one N up to the same T̂ (``aucc_seconds``, else ``budget_seconds``, else the
 shortest run of that N), holding a stopped run's last value.
@@ -120,6 +121,16 @@ def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
         return a / b if a is not None and b else None
 
     faster = [m["time_to_peak_seconds"] < r["time_to_peak_seconds"] for m, r in pairs]
+    to_target = {  # seeds where both reached the target; a target one of them missed is not a ratio
+        target: _mean_std(
+            [
+                ratio(m["to_target"][target]["train_seconds"], r["to_target"][target]["train_seconds"])
+                for m, r in pairs
+                if m["to_target"][target] and r["to_target"][target]
+            ]
+        )
+        for target in (pairs[0][0]["to_target"] if pairs else {})
+    }
     return {
         "seeds": len(seeds),
         "time_to_peak_ratio": _mean_std(
@@ -132,6 +143,7 @@ def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
         "steps_to_peak_difference": _mean_std([m["steps_to_peak"] - r["steps_to_peak"] for m, r in pairs]),
         "peak_bleu_difference": _mean_std([m["peak_bleu"] - r["peak_bleu"] for m, r in pairs]),
         "seeds_faster_to_peak": f"{sum(faster)}/{len(pairs)}",
+        "time_to_target_ratio": to_target,
     }
 
 
@@ -210,8 +222,8 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
         f"time): model / {reference} and model - {reference}, mean ± std over seeds.",
         "",
         "| model | N | seeds | time to max, ratio | time to max, difference (s) | seeds faster to max | s/step, ratio "
-        "| steps to max, difference | max BLEU, difference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| steps to max, difference | max BLEU, difference | time to each target, ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.values():
         p = row.get("paired")
@@ -220,7 +232,9 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
                 f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {_pm(p['time_to_peak_ratio'])} | "
                 f"{_pm(p['time_to_peak_difference_seconds'], 0)} | {p['seeds_faster_to_peak']} | "
                 f"{_pm(p['seconds_per_step_ratio'], 3)} | {_pm(p['steps_to_peak_difference'], 0)} | "
-                f"{_pm(p['peak_bleu_difference'])} |"
+                f"{_pm(p['peak_bleu_difference'])} | "
+                + "; ".join(f"{name}: {_pm(value)}" for name, value in p["time_to_target_ratio"].items())
+                + " |"
             )
     return "\n".join(lines) + "\n"
 

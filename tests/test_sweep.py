@@ -160,6 +160,7 @@ def test_paired_lane_runs_both_arms_in_turns_and_reports_from_files(corpus_dir, 
     run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
     assert ffn["seconds_per_step"][0] == pytest.approx(run["seconds_per_step"])
     assert ffn["paired"]["seeds"] == 1
+    assert set(ffn["paired"]["time_to_target_ratio"]) == {"50%", "75%", "90%"}
     # the report is a function of the run files alone
     assert build_report(SweepConfig.load(str(sweep)), str(tmp_path / "again")) == (tmp_path / "table.md").read_text()
 
