@@ -188,8 +188,11 @@ def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable)
 
 
 def open_log(config: SweepConfig, cell: Cell, command: list[str]):
-    """The run's ``train.log``: emptied for a fresh start, appended to (after a marker line) when resuming."""
-    path = os.path.join(config.output_dir, cell.name, "train.log")
+    """The run's ``train.log`` (its folder made): emptied for a fresh start, appended to after a marker line when
+    resuming."""
+    run_dir = os.path.join(config.output_dir, cell.name)
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "train.log")
     resuming = "--resume_from_checkpoint" in command
     log = open(path, "a" if resuming else "w", encoding="utf-8")  # noqa: SIM115 - the caller closes it
     if resuming:
@@ -203,8 +206,6 @@ def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> s
     """Run one cell unless its ``results.json`` exists; returns ``done``, ``skipped`` or ``failed``."""
     if finished(config, cell):
         return "skipped"
-    run_dir = os.path.join(config.output_dir, cell.name)
-    os.makedirs(run_dir, exist_ok=True)
     command = train_command(config, cell, python)
     with open_log(config, cell, command) as log:
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
@@ -226,14 +227,12 @@ def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.exec
     lane_dir = os.path.join(config.output_dir, "lanes", lane_of(config, lane[0]))
     commands, logs = {}, {}
     for cell in todo:
-        run_dir = os.path.join(config.output_dir, cell.name)
-        os.makedirs(run_dir, exist_ok=True)
         command = train_command(config, cell, python)
-        open_log(config, cell, command).close()
+        with open_log(config, cell, command) as log:  # empties or marks it; run_lane appends to it
+            logs[cell.name] = log.name
         commands[cell.name] = command + [
             "--lane_dir", lane_dir, "--lane_name", cell.name, "--lane_slice_seconds", str(config.slice_seconds),
         ]  # fmt: skip
-        logs[cell.name] = os.path.join(run_dir, "train.log")
     threads = str(config.threads_per_lane)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     codes = run_lane(commands, lane_dir, logs, env=env)
