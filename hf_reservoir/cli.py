@@ -108,7 +108,9 @@ def push_main(args) -> int:
     from huggingface_hub import get_token
 
     from .hub import export_for_hub, push_folder
+    from .inference import check_model_dir
 
+    check_model_dir(args.model_dir)  # first: a wrong folder is named before the token or the network
     if not (args.dry_run or args.token or get_token()):  # checked before any work or network call
         print("error: no Hub token: pass --token, set HF_TOKEN, or log in once with `hf auth login`.", file=sys.stderr)
         return 2
@@ -144,16 +146,21 @@ def add_evaluate(commands) -> None:
     evaluate.add_argument("--output_dir", required=True, help="where the predictions and results.json go")
     evaluate.add_argument("--source_lang", default="de")
     evaluate.add_argument("--target_lang", default="en")
-    evaluate.add_argument("--num_beams", type=int, default=None, help="default: the model's generation_config")
-    evaluate.add_argument("--batch_size", type=int, default=128)
+    recorded = "default: as training scored this model (the model folder's scoring.json)"
+    evaluate.add_argument("--num_beams", type=int, default=None, help=f"{recorded}, else its generation_config")
+    evaluate.add_argument("--batch_size", type=int, default=None, help=f"{recorded}, else 128")
     evaluate.add_argument("--max_length", type=int, default=None, help="longest output (default: generation_config)")
-    evaluate.add_argument("--max_source_length", type=int, default=None, help="truncate sources as training did")
-    evaluate.add_argument("--max_target_length", type=int, default=None, help="truncate references as training did")
+    evaluate.add_argument(
+        "--max_source_length", type=int, default=None, help=f"truncate sources ({recorded}, else the position table)"
+    )
+    evaluate.add_argument("--max_target_length", type=int, default=None, help=f"truncate references ({recorded})")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
 def evaluate_main(args) -> int:
-    from .inference import evaluate_saved_model
+    from .inference import check_model_dir, evaluate_saved_model
+
+    check_model_dir(args.model)
 
     report = evaluate_saved_model(
         args.model,
@@ -172,7 +179,9 @@ def evaluate_main(args) -> int:
     )
     print(
         f"{args.split}: BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f} ({report['pairs']} pairs, "
-        f"{report['num_beams']} beam{'s' if report['num_beams'] > 1 else ''}); {report['signature']['bleu']}"
+        f"{report['num_beams']} beam{'s' if report['num_beams'] > 1 else ''}, batches of {report['batch_size']}, "
+        f"sources/references truncated at {report['max_source_length']}/{report['max_target_length']} tokens); "
+        f"{report['signature']['bleu']}"
     )
     for source, row in report.get("by_source", {}).items():
         print(f"  {source}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['pairs']} pairs)")
@@ -181,30 +190,73 @@ def evaluate_main(args) -> int:
 
 
 def add_translate(commands) -> None:
-    translate = commands.add_parser("translate", help="translate lines from stdin or a file to stdout")
+    translate = commands.add_parser(
+        "translate",
+        help="translate lines from stdin or a file to stdout: one output line per input line, in order, written "
+        "as batches finish",
+    )
     translate.add_argument("model", help="a model folder written by training (OUTPUT_DIR/model) or a Hub id")
     translate.add_argument("input", nargs="?", default="-", help="a text file, one sentence per line (default: stdin)")
     translate.add_argument("--num_beams", type=int, default=None, help="default: the model's generation_config")
     translate.add_argument("--batch_size", type=int, default=64)
     translate.add_argument("--max_length", type=int, default=None, help="longest output (default: generation_config)")
+    translate.add_argument(
+        "--max_source_length",
+        type=int,
+        default=None,
+        help="truncate longer sources to this many tokens (default and upper limit: the model's position table); "
+        "each truncated line is named in one warning on stderr",
+    )
+    translate.add_argument("--encoding", default="utf-8", help="the input's text encoding (default: utf-8)")
     translate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
 def translate_main(args) -> int:
-    from .inference import load_for_inference, translate
+    from .inference import iter_translations, load_for_inference, read_lines, source_limit
 
     model, tokenizer = load_for_inference(args.model, args.device)  # a bad model folder fails before any input
     if args.input == "-":
-        lines = sys.stdin.read().splitlines()
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(args.encoding)
+        lines = read_lines(raw, "standard input", args.encoding)
     else:
-        with open(args.input, encoding="utf-8-sig") as handle:
-            lines = handle.read().splitlines()
+        with open(args.input, "rb") as handle:
+            lines = read_lines(handle.read(), args.input, args.encoding)
     keep = [i for i, line in enumerate(lines) if line.strip()]  # blank lines stay blank, in place
-    outputs = translate(model, tokenizer, [lines[i] for i in keep], args.num_beams, args.batch_size, args.max_length)
-    translated = [""] * len(lines)
-    for index, text in zip(keep, outputs):
-        translated[index] = text
-    sys.stdout.write("".join(t + "\n" for t in translated))
+
+    def warn(truncated: list[int]) -> None:
+        numbers = ", ".join(str(keep[i] + 1) for i in truncated)
+        where = "stdin" if args.input == "-" else args.input
+        plural = len(truncated) > 1
+        print(
+            f"warning: line{'s' if plural else ''} {numbers} of {where} {'are' if plural else 'is'} longer than "
+            f"{source_limit(model, args.max_source_length)} tokens and only the beginning was translated; split "
+            "long lines into sentences to translate all of them.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # Chunks of 16 batches: each chunk's lines (and the blank lines before them) are written as soon as it is done.
+    chunks = iter_translations(
+        model,
+        tokenizer,
+        [lines[i] for i in keep],
+        args.num_beams,
+        args.batch_size,
+        args.max_length,
+        args.max_source_length,
+        chunk_size=16 * args.batch_size,
+        on_truncated=warn,
+    )
+    written = 0  # input lines written so far
+    done = 0  # translated (non-blank) lines written so far
+    for outputs in chunks:
+        for text in outputs:
+            line = keep[done]
+            sys.stdout.write("\n" * (line - written) + text + "\n")  # blank lines before it, then it
+            written, done = line + 1, done + 1
+        sys.stdout.flush()
+    sys.stdout.write("\n" * (len(lines) - written))
+    sys.stdout.flush()
     return 0
 
 

@@ -446,6 +446,12 @@ class ConvergenceProgressCallback(ProgressCallback):
         super().on_evaluate(args, state, control, **kwargs)
         if state.is_world_process_zero and self.convergence.record.evaluations:
             self._write(f"[hf-reservoir] {self.status(state)}")
+            self._show_status(state)
+
+    def _show_status(self, state) -> None:
+        """The bar's suffix as of now (the last evaluation included), drawn at once."""
+        if self.training_bar is not None:
+            self.training_bar.set_postfix_str(self.status(state).split(", ", 1)[1], refresh=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.show_bar:
@@ -453,6 +459,8 @@ class ConvergenceProgressCallback(ProgressCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.training_bar is not None:
+            # The bar's last line shows the final figures (the evaluation at the last step), not step % 10's.
+            self._show_status(state)
             super().on_train_end(args, state, control, **kwargs)
 
 

@@ -67,12 +67,31 @@ def _missing_split(folder: str, split: str, pattern: str) -> DataError:
     )
 
 
+def _languages_of(folder: str, split: str) -> list[str]:
+    """The language suffixes of the split's text files in ``folder`` (``train.fr``, ``train.en`` -> fr, en)."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        stem, dot, suffix = name.rpartition(".")
+        if dot and stem in SPLIT_ALIASES[split] and suffix.isalpha() and len(suffix) <= 3 and suffix not in found:
+            found.append(suffix)
+    return found
+
+
 def _text_split(folder: str, split: str, langs: tuple[str, str]) -> list[dict[str, str]]:
     paths = []
     for lang in langs:
         path = _find_split_file(folder, split, f".{lang}")
         if path is None:
-            raise _missing_split(folder, split, f".{lang}")
+            error = _missing_split(folder, split, f".{lang}")
+            present = _languages_of(folder, split)
+            if len(present) == 2:  # the file names show the pair: say which flags read it
+                # Keep whichever of the asked languages the folder has, on the side it was asked for.
+                source, target = present[::-1] if langs[0] == present[1] or langs[1] == present[0] else present
+                error = DataError(
+                    f"{error} The folder's {split} files are in {' and '.join(present)}: pass --source_lang {source} "
+                    f"--target_lang {target} to read them."
+                )
+            raise error
         paths.append(path)
     first, second = (_read_lines(p) for p in paths)
     if len(first) != len(second):

@@ -1,7 +1,7 @@
 """Export a trained model as a Hub-ready folder and upload it.
 
 The folder holds the weights (full, or seed-only reservoirs), ``config.json`` with ``auto_map``,
-the two remote-code files, the tokenizer, the generated card and the convergence plot.
+the two remote-code files, the tokenizer, the generated card, its ``LICENSE`` and the convergence plot.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from .inference import check_model_dir
 from .modeling_reservoir import ReservoirMarianMTModel
 from .tokenization import load_tokenizer
 
@@ -23,13 +24,11 @@ def export_for_hub(model_dir: str, export_dir: str, reservoir_storage: str = "we
     """
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise ValueError(f"{export_dir} is not empty; give a new folder so that nothing is overwritten.")
-    for required in ("config.json", "vocab.json"):
-        if not os.path.exists(os.path.join(model_dir, required)):
-            raise ValueError(f"{model_dir} has no {required}; give the model folder that training wrote.")
+    check_model_dir(model_dir)
     model = ReservoirMarianMTModel.from_pretrained(model_dir)
     model.save_pretrained(export_dir, reservoir_storage=reservoir_storage)
     load_tokenizer(model_dir).save_pretrained(export_dir)
-    for extra in ("README.md", "convergence.png"):
+    for extra in ("README.md", "LICENSE", "convergence.png"):
         source = os.path.join(model_dir, extra)
         if os.path.exists(source):
             shutil.copyfile(source, os.path.join(export_dir, extra))

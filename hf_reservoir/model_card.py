@@ -207,10 +207,39 @@ def _decoding(beams) -> str:
     return "greedy decoding" if int(beams) == 1 else f"beam search ({beams} beams)"
 
 
+SPDX_URL = "https://spdx.org/licenses/{}.html"
+
+
+def licence_text(facts: ModelCardFacts) -> str:
+    """The model folder's ``LICENSE`` (the card's ``license_link``): the licences of the code and of the text the
+    weights were trained on, each with its SPDX page, so that the link resolves wherever the folder travels."""
+    from .corpus import LICENSES
+
+    lines = [
+        f"Licences of the model {facts.repo_id}",
+        "",
+        "Code: the remote-code files (configuration_reservoir.py, modeling_reservoir.py) come from hf-reservoir,",
+        f"Apache-2.0: {SPDX_URL.format('Apache-2.0')}",
+        "",
+    ]
+    if facts.corpus_stats:
+        licences = facts.corpus_stats.get("licenses") or LICENSES
+        lines.append("Weights: trained on text under these licences (source: licence):")
+        for source, text in sorted(licences.items()):
+            lines.append(f"- {source}: {text}; {SPDX_URL.format(text.split(' ')[0])}")
+        lines.append("Check these licences before redistributing the weights.")
+    else:
+        lines.append(f"Weights: trained on the data set {facts.dataset_name}; its licence applies, see its data card.")
+    return "\n".join(lines) + "\n"
+
+
 def write_model_card(model_dir: str, run_dir: str, repo_id: str) -> str:
-    """Write ``README.md`` (the card) and ``convergence.png`` into ``model_dir``; return the card path."""
+    """Write ``README.md`` (the card), ``LICENSE`` (its licence link) and ``convergence.png`` into ``model_dir``;
+    return the card path."""
     facts = ModelCardFacts.from_run(run_dir, model_dir, repo_id)
     card = build_model_card(facts)
+    with open(os.path.join(model_dir, "LICENSE"), "w", encoding="utf-8") as handle:
+        handle.write(licence_text(facts))
     plot = os.path.join(run_dir, "convergence.png")
     if os.path.exists(plot) and os.path.abspath(plot) != os.path.abspath(os.path.join(model_dir, facts.plot_file)):
         shutil.copyfile(plot, os.path.join(model_dir, facts.plot_file))

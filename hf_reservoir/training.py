@@ -17,6 +17,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTraining
 
 from .configuration_reservoir import ReservoirMarianConfig
 from .convergence import ConvergenceCallback, ConvergenceProgressCallback
+from .inference import write_scoring_settings
 from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
 from .model_card import describe_hardware, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
@@ -321,6 +322,18 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
         if self.convergence is not None and "eval_bleu" in logs:
             logs = {**logs, **self.convergence.figures_for_log(float(logs["eval_bleu"]))}
         super().log(logs, *args, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A checkpoint holds neither the tied embeddings and LM head (one copy, model.shared) nor the sinusoidal
+        # position tables (rebuilt from the config): they are missing by design, and the Trainer's warning about
+        # them ("There were missing keys ...") reads like corrupt weights. Tie again, and warn only about others.
+        derived = set(self.model._keys_to_ignore_on_save or ()) | set(
+            getattr(self.model, "_tied_weights_keys", None) or ()
+        )
+        missing = [key for key in load_result.missing_keys if key not in derived]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def _get_eval_sampler(self, eval_dataset):
         # Evaluation keeps the dataset's order, which run_training sets longest first. The Trainer would
@@ -711,6 +724,8 @@ def check_run_settings(
     ReservoirMarianConfig(**model_args.config_kwargs())
     if not model_args.model_name_or_path:
         check_lengths(data_args, model_args.max_position_embeddings)
+    if training_args.dataloader_pin_memory and not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on the CPU it only warns
     if not training_args.predict_with_generate:  # BLEU needs generated ids, not logits
         logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
         training_args.predict_with_generate = True
@@ -814,9 +829,9 @@ def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_tes
     return scores
 
 
-def save_outputs(trainer, tokenizer, report: dict, training_args, push: bool) -> str:
-    """``results.json`` first (a failing model save must not take it along), then the model, its tokenizer and
-    card in ``OUTPUT_DIR/model``, then the upload if asked; returns the model folder."""
+def save_outputs(trainer, tokenizer, report: dict, training_args, push: bool, data_args: DataArguments) -> str:
+    """``results.json`` first (a failing model save must not take it along), then the model, its tokenizer,
+    card and scoring settings in ``OUTPUT_DIR/model``, then the upload if asked; returns the model folder."""
     final_dir = os.path.join(training_args.output_dir, "model")
     # The saved folder decodes the way its reported scores were decoded.
     trainer.model.generation_config.num_beams = report["final_num_beams"]
@@ -827,6 +842,15 @@ def save_outputs(trainer, tokenizer, report: dict, training_args, push: bool) ->
         handle.write("\n")
     trainer.save_model(final_dir)
     tokenizer.save_pretrained(final_dir)
+    # How the final scores were computed, so that `hf-reservoir evaluate` reproduces them by default.
+    write_scoring_settings(
+        final_dir,
+        max_source_length=data_args.max_source_length,
+        max_target_length=data_args.max_target_length,
+        batch_size=training_args.per_device_eval_batch_size,
+        num_beams=report["final_num_beams"],
+        order="longest source first",
+    )
     repo_id = training_args.hub_model_id or f"your-name/{os.path.basename(os.path.abspath(training_args.output_dir))}"
     write_model_card(final_dir, training_args.output_dir, repo_id)
     if push:
@@ -913,7 +937,7 @@ def run_training(
         "training": training_facts(training_args, data_args, trainer, cooldown, on_clock=budget is not None),
     }
     report.update(final_scores(trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test))
-    final_dir = save_outputs(trainer, tokenizer, report, training_args, push)
+    final_dir = save_outputs(trainer, tokenizer, report, training_args, push, data_args)
     if trainer.is_world_process_zero():
         print_results(report, final_dir, training_args.generation_num_beams or 1)
     report["model_dir"] = final_dir

@@ -203,6 +203,7 @@ def test_model_card_metadata_parses_back(tmp_path):
     assert "convergence.png" in text and "GPL-2.0-or-later" in text and "shen-etal-2021-reservoir" in text
     assert "10.0 min (600 s)" in text and "generate(" in text
     assert "beam search (5 beams)" in text and "training): greedy decoding" in text
+    assert "github.com" not in text  # no placeholder address
 
 
 @pytest.mark.slow
@@ -225,7 +226,14 @@ def test_card_usage_snippet_runs_against_an_exported_folder(tokenizer_dir, tmp_p
         "target.spm",
         "vocab.json",
         "README.md",
+        "LICENSE",
     } <= set(files)
+    from huggingface_hub import ModelCard
+
+    # The card's licence link resolves inside the folder, and names the code's and the data's licences.
+    card_data = ModelCard.load(export / "README.md").data.to_dict()
+    licence = (export / card_data["license_link"]).read_text()
+    assert "Apache-2.0" in licence and "GPL-2.0-or-later" in licence and "https://spdx.org/licenses/" in licence
     snippet = re.search(r"```python\n(.*?)```", (export / "README.md").read_text(), re.S).group(1)
     snippet = snippet.replace('"someone/reservoir-test"', repr(str(export)))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

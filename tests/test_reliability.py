@@ -246,6 +246,7 @@ def test_push_without_a_token_stops_before_the_network(tmp_path, capsys, monkeyp
     model_dir = tmp_path / "model"
     model = ReservoirMarianMTModel(tiny_config())
     model.save_pretrained(model_dir)
+    save_tokenizer_stub(model_dir)  # a complete folder: the token check is what stops it
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no saved login
     with mock.patch("huggingface_hub.HfApi", side_effect=AssertionError("no network call without a token")):

@@ -243,15 +243,17 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
     text = tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0], skip_special_tokens=True)
     assert isinstance(text, str) and text.strip()
 
-    # `hf-reservoir evaluate` scores the saved model as training did: same split, decoding and lengths.
+    # `hf-reservoir evaluate`, with no flag but the split, scores the saved model as training did: the model folder's
+    # scoring.json gives it training's lengths (48 here, not the position table), batch size and beams.
     from hf_reservoir.cli import main as cli_main
 
     out = tmp_path / "eval"
     argv = ["evaluate", report["model_dir"], "--data_path", str(corpus_dir), "--split", "test", "--output_dir"]
-    argv += [str(out), "--batch_size", "64", "--max_source_length", "48", "--max_target_length", "48"]
-    assert cli_main(argv) == 0
+    assert cli_main([*argv, str(out)]) == 0
     scored = json.loads((out / "results.json").read_text())
     assert scored["num_beams"] == 3 and scored["pairs"] == report["data"]["splits"]["test"]
+    recorded = (scored["max_source_length"], scored["max_target_length"], scored["batch_size"])
+    assert recorded == (48, 48, training_args.per_device_eval_batch_size)
     assert scored["bleu"] == pytest.approx(report["test"]["bleu"], abs=1e-6)
     assert scored["chrf"] == pytest.approx(report["test"]["chrf"], abs=1e-6)
     assert scored["signature"]["bleu"].startswith("nrefs:1") and set(scored["by_source"]) == {"help", "ui", "ding"}
