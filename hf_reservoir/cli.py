@@ -353,6 +353,54 @@ def bench_main(args) -> int:
     return 0
 
 
+def add_slow_starts(commands) -> None:
+    slow = commands.add_parser(
+        "slow-starts", help="count the runs of each recipe that learned much more slowly than their seeds' median"
+    )
+    slow.add_argument("config", help="a YAML naming each recipe's run folders (see hf_reservoir/slow_start.py)")
+    slow.add_argument("--report-dir", default=None, help="where slow_starts.md/.json go (default: next to config)")
+
+
+def slow_starts_main(args) -> int:
+    from .slow_start import build_slow_start_report
+
+    print(build_slow_start_report(args.config, args.report_dir))
+    return 0
+
+
+def add_probe(commands) -> None:
+    from .probing import TASKS
+
+    probe = commands.add_parser(
+        "probe", help="linear probes per encoder layer (E/L/R) and task; write probe.json, probe.md, a heatmap"
+    )
+    probe.add_argument("models", nargs="+", help="model folders written by training (OUTPUT_DIR/model)")
+    probe.add_argument("--output_dir", required=True, help="where probe.json, probe.md and probe_heatmap.png go")
+    probe.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"default: all of {', '.join(TASKS)}")
+    probe.add_argument("--limit", type=int, default=6000, help="source sentences drawn from the training split")
+    probe.add_argument("--control", action="store_true", help="add the first model's architecture at random init")
+    probe.add_argument("--data_path", default="data/de-en", help="the corpus (a built corpus, or text/TSV/JSONL)")
+    probe.add_argument("--seed", type=int, default=1, help="draws the sentences and builds the tasks")
+    probe.add_argument("--source_lang", default="de")
+    probe.add_argument("--target_lang", default="en")
+    probe.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+def probe_main(args) -> int:
+    from .probing import ProbeSettings, markdown, run_probes
+
+    if args.limit < 50:
+        raise ValueError(f"--limit {args.limit} leaves too few sentences for a train/validation/test split; use 50+.")
+    settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed)
+    report = run_probes(
+        args.models, args.output_dir, args.data_path, settings, args.control, args.source_lang, args.target_lang,
+        args.device,
+    )  # fmt: skip
+    print(markdown(report))
+    print(f"Wrote {args.output_dir}/probe.json, probe.md and probe_heatmap.png")
+    return 0
+
+
 COMMANDS = {
     "prepare": (add_prepare, prepare_main),
     "evaluate": (add_evaluate, evaluate_main),
@@ -360,6 +408,8 @@ COMMANDS = {
     "sweep": (add_sweep, sweep_main),
     "bench": (add_bench, bench_main),
     "push": (add_push, push_main),
+    "slow-starts": (add_slow_starts, slow_starts_main),
+    "probe": (add_probe, probe_main),
 }
 
 

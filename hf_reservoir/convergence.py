@@ -86,6 +86,10 @@ class ConvergenceRecord:
     steps: int = 0  # optimizer steps trained, from TrainerState.global_step
     budget_seconds: float | None = None
     stopped_by: str | None = None
+    # One entry per training process (a resumed run has several): the step and clock it started from, its
+    # wall-clock interval (Unix seconds; ``ended`` is None for a process that was interrupted), and, in a lane,
+    # the lane's folder, so that a report can tell which runs trained side by side.
+    parts: list[dict] = field(default_factory=list)
 
     @property
     def peak(self) -> dict | None:
@@ -271,6 +275,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
         self._restore(state)
+        self.record.parts.append(
+            {"from_step": state.global_step, "clock": self.record.train_seconds, "started": time.time(), "ended": None}
+        )
         self._synced_seconds = self.record.train_seconds
         if self.lr_cooldown is not None:
             if lr_scheduler is None:
@@ -351,6 +358,8 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         if self.record.stopped_by is None and state.max_steps and state.global_step >= state.max_steps:
             # Not the budget or patience: the Trainer's own end, a fixed amount of work.
             self.record.stopped_by = "max_steps" if args.max_steps and args.max_steps > 0 else "num_train_epochs"
+        if self.record.parts:
+            self.record.parts[-1]["ended"] = time.time()
         if state.is_world_process_zero:
             self.write(self.output_dir or args.output_dir)
 

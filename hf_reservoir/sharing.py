@@ -78,6 +78,9 @@ class TurnTakingCallback(TrainerCallback):
         self._slice_start = 0.0
         self.waited_seconds = 0.0
         self.turns = 0
+        # [start, end] in Unix seconds of every turn this arm held while training: the lane's history, from
+        # which a test checks that no two arms of a lane ever trained at the same time.
+        self.turn_intervals: list[list[float]] = []
 
     def _path(self, suffix: str) -> str:
         return os.path.join(self.lane_dir, f"{self.name}.{suffix}")
@@ -91,17 +94,28 @@ class TurnTakingCallback(TrainerCallback):
             time.sleep(POLL_SECONDS)
         self.waited_seconds += time.perf_counter() - start
         self.turns += 1
+        self.turn_intervals.append([time.time(), None])
         self.convergence.skip_interval()  # the wait is not training time
         self._slice_start = self.convergence.record.train_seconds
 
+    def _end_turn(self) -> None:
+        if self.turn_intervals and self.turn_intervals[-1][1] is None:
+            self.turn_intervals[-1][1] = time.time()
+
     def on_train_begin(self, args, state, control, **kwargs):
+        if self.convergence.record.parts:  # the clock's entry for this process: which lane it trained in
+            self.convergence.record.parts[-1]["lane"] = self.lane_dir
         _touch(self._path("ready"))
         self._wait_for_turn()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.convergence.record.train_seconds - self._slice_start >= self.slice_seconds:
+            self._end_turn()
             _touch(self._path("yield"))
             self._wait_for_turn()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._end_turn()  # it keeps the turn for its final scores, but trains no more
 
 
 def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None) -> dict:

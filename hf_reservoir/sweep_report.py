@@ -112,7 +112,57 @@ def _group_row(config: SweepConfig, model: str, n: int, members: dict[int, dict]
     return row
 
 
-def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
+def _lane_intervals(results: dict) -> list[tuple[str, float, float]] | None:
+    """``[(lane, start, end)]`` of a run's training processes (``results.json`` ``history``), or None without a
+    complete history (runs from before it was recorded, or a process outside a lane). An interrupted process ends,
+    at the latest, where the next one started."""
+    history = results.get("history")
+    if not history or any("lane" not in part for part in history):
+        return None
+    intervals = []
+    for index, part in enumerate(history):
+        end = part["ended"] if part["ended"] is not None else None
+        if end is None and index + 1 < len(history):
+            end = history[index + 1]["started"]
+        if end is None:
+            return None
+        intervals.append((part["lane"], part["started"], end))
+    return intervals
+
+
+def pairing(results: dict, reference: dict) -> str:
+    """How two runs of one seed were paired in time, from what they recorded (not from the sweep's intent).
+
+    ``lane``: both trained in the same lane, taking turns, over the same hours: their intervals in a shared lane
+    overlap for at least half of the shorter run's time (one arm may go on alone after the other stopped).
+    ``lane name``: both name the same lane, but a history is missing (runs from before it was recorded), so the
+    overlap cannot be checked. ``unpaired``: anything else, e.g. runs one after another, or in different lanes.
+    """
+    ours, theirs = _lane_intervals(results), _lane_intervals(reference)
+    if ours is None or theirs is None:
+        lane = (results.get("sharing") or {}).get("lane")
+        return "lane name" if lane and lane == (reference.get("sharing") or {}).get("lane") else "unpaired"
+    overlap = sum(
+        max(0.0, min(a_end, b_end) - max(a_start, b_start))
+        for a_lane, a_start, a_end in ours
+        for b_lane, b_start, b_end in theirs
+        if a_lane == b_lane
+    )
+    shorter = min(sum(end - start for _, start, end in ours), sum(end - start for _, start, end in theirs))
+    return "lane" if shorter > 0 and overlap >= 0.5 * shorter else "unpaired"
+
+
+def _pairing_text(pairings: dict[int, str]) -> str:
+    """``3/3``, or which seeds were not checked or not paired."""
+    text = f"{sum(p == 'lane' for p in pairings.values())}/{len(pairings)}"
+    for kind, label in (("lane name", "same lane, no history"), ("unpaired", "unpaired")):
+        seeds = [str(seed) for seed, p in pairings.items() if p == kind]
+        if seeds:
+            text += f"; seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {label}"
+    return text
+
+
+def _paired(members: dict[int, dict], reference: dict[int, dict], runs: dict) -> dict:
     """Same-seed comparisons with the reference model: ratios and differences, and seeds that favour the model."""
     seeds = sorted(set(members) & set(reference))
     pairs = [(members[s], reference[s]) for s in seeds]
@@ -131,8 +181,13 @@ def _paired(members: dict[int, dict], reference: dict[int, dict]) -> dict:
         )
         for target in (pairs[0][0]["to_target"] if pairs else {})
     }
+    pairings = {
+        seed: pairing(runs[members[seed]["cell"]]["results"], runs[reference[seed]["cell"]]["results"])
+        for seed in seeds
+    }
     return {
         "seeds": len(seeds),
+        "paired_in_lane": _pairing_text(pairings),
         "time_to_peak_ratio": _mean_std(
             [ratio(m["time_to_peak_seconds"], r["time_to_peak_seconds"]) for m, r in pairs]
         ),
@@ -169,7 +224,7 @@ def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
                 continue
             row = _group_row(config, model, n, measured[model], runs)
             if model != reference and reference in measured:
-                row["paired"] = _paired(measured[model], measured[reference])
+                row["paired"] = _paired(measured[model], measured[reference], runs)
                 row["ratio_to_regular"] = row["paired"]["time_to_peak_ratio"][0]
             else:
                 row["ratio_to_regular"] = 1.0 if model == reference else None
@@ -218,18 +273,20 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
             lines.append(f"| {row['model']} | " + " | ".join(cells_) + " |")
     lines += [
         "",
-        f"Paired with {reference} (same N and seed; the sharing scheme decides whether the two ran at the same "
-        f"time): model / {reference} and model - {reference}, mean ± std over seeds.",
+        f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± std over "
+        "seeds. Paired in one lane: seeds whose two runs took turns in one lane over the same hours, read from the "
+        "runs' recorded lane history (a ratio of unpaired runs also measures the machine's drift).",
         "",
-        "| model | N | seeds | time to max, ratio | time to max, difference (s) | seeds faster to max | s/step, ratio "
-        "| steps to max, difference | max BLEU, difference | time to each target, ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | N | seeds | paired in one lane | time to max, ratio | time to max, difference (s) | seeds faster "
+        "to max | s/step, ratio | steps to max, difference | max BLEU, difference | time to each target, ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.values():
         p = row.get("paired")
         if p:
             lines.append(
-                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {_pm(p['time_to_peak_ratio'])} | "
+                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {p['paired_in_lane']} | "
+                f"{_pm(p['time_to_peak_ratio'])} | "
                 f"{_pm(p['time_to_peak_difference_seconds'], 0)} | {p['seeds_faster_to_peak']} | "
                 f"{_pm(p['seconds_per_step_ratio'], 3)} | {_pm(p['steps_to_peak_difference'], 0)} | "
                 f"{_pm(p['peak_bleu_difference'])} | "
@@ -254,6 +311,7 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
     for axis, name in (("seconds", "time"), ("steps", "steps")):
         plot_mean_curves(config, runs, os.path.join(report_dir, f"bleu_vs_{name}.png"), axis)
     _plot_aucc(summary, os.path.join(report_dir, "aucc_vs_layers.png"))
+    _plot_paired_ratios(summary, os.path.join(report_dir, "paired_ratio_vs_layers.png"), reference_model(config))
     return table
 
 
@@ -316,3 +374,40 @@ def _plot_aucc(summary: dict, path: str) -> None:
                 capsize=3,
                 label=model,
             )
+
+
+def _plot_paired_ratios(summary: dict, path: str, reference: str) -> None:
+    """The paired ratio to the reference of time to peak and time to the highest target, against N, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in summary.values() if row.get("paired")]
+    if not rows:
+        return
+    targets = list(rows[0]["paired"]["time_to_target_ratio"])
+    keys = [("time_to_peak_ratio", "time to peak")]
+    keys += [(targets[-1], f"time to {targets[-1]} of {reference}'s peak")] if targets else []
+    figure, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for panel, (key, title) in zip(axes[0], keys):
+        for model in sorted({row["model"] for row in rows}):
+            points = sorted((r for r in rows if r["model"] == model), key=lambda r: r["updatable_layers"])
+            values = [r["paired"].get(key) or r["paired"]["time_to_target_ratio"].get(key) for r in points]
+            panel.errorbar(
+                [r["updatable_layers"] for r in points],
+                [v[0] if v else float("nan") for v in values],
+                yerr=[v[1] if v else float("nan") for v in values],
+                marker="o",
+                capsize=3,
+                label=model,
+            )
+        panel.axhline(1.0, color="gray", linewidth=1, linestyle="--")
+        panel.set_title(f"{title}: model / {reference} (paired by seed)")
+        panel.set_xlabel("updatable encoder layers (N)")
+        panel.set_ylabel("ratio (mean ± std over seeds; < 1: faster)")
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

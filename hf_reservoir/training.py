@@ -707,6 +707,9 @@ def sharing_record(callbacks: list) -> dict:
                 slice_seconds=item.slice_seconds,
                 turns=item.turns,
                 waited_seconds=round(item.waited_seconds, 3),
+                turn_intervals=[
+                    [round(t, 3) if t is not None else None for t in turn] for turn in item.turn_intervals
+                ],
             )
         elif isinstance(item, StepDelayCallback):
             record["step_delay_seconds"] = item.seconds
@@ -929,6 +932,8 @@ def run_training(
         "encoder_layout": model.config.encoder_layout,
         "train_runtime_including_evaluation": train_output.metrics.get("train_runtime"),
         "sharing": sharing_record(sharing),
+        # Every training process of this run (several after a resume): its lane and wall-clock interval.
+        "history": clock.record.parts,
         "source_lang": data_args.source_lang,
         "target_lang": data_args.target_lang,
         "data_source": {"name": data_args.data_path, "config": data_args.hub_config},

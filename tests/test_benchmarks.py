@@ -13,7 +13,16 @@ from .conftest import REPO_ROOT
 def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
     report = main(["--tiny", "--device", "cpu", "--output-dir", str(tmp_path), "--name", "smoke"])
     written = json.loads((tmp_path / "smoke.json").read_text())
-    assert written["per_layer"]["trainable transformer layer"]["ratio"] == 1.0
+    # Every ratio is its row's seconds over the baseline row's, measured in this run (not the baseline to itself).
+    per_layer = written["per_layer"]
+    base = per_layer["trainable transformer layer"]["seconds"]
+    for name, row in per_layer.items():
+        assert row["seconds"] > 0 and row["ratio"] == pytest.approx(row["seconds"] / base), name
+    vanilla = report["whole_model"]["vanilla MarianMTModel (N)"]["seconds"]
+    trainable_seconds = report["whole_model"]["ours, N + k trainable"]["seconds"]
+    for name, row in report["whole_model"].items():
+        assert row["ratio_to_vanilla"] == pytest.approx(row["seconds"] / vanilla), name
+        assert row["ratio_to_N_plus_k_trainable"] == pytest.approx(row["seconds"] / trainable_seconds), name
     assert {"transformer reservoir", "ffn reservoir", "bigru reservoir", "cnn reservoir"} <= set(report["per_layer"])
     whole = report["whole_model"]
     assert whole["vanilla MarianMTModel (N)"]["ratio_to_vanilla"] == 1.0

@@ -57,8 +57,12 @@ def test_hub_code_path_with_a_local_dataset_in_iwslt_format(tmp_path):
 
 
 def test_hub_failure_names_the_data_set(monkeypatch):
+    from .conftest import NETWORK_ATTEMPTS
+
+    before = len(NETWORK_ATTEMPTS)
     with pytest.raises(DataError, match="iwslt2017"):
         load_parallel_corpus("iwslt2017", "de", "en", hub_config="iwslt2017-de-en")
+    assert len(NETWORK_ATTEMPTS) == before  # refused offline, not by a failed connection
 
 
 def test_empty_pairs_are_dropped_and_counted(tmp_path):

@@ -293,5 +293,21 @@ def test_push_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
 
 
 def test_no_test_touches_the_network():
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    """Offline mode holds in this process (huggingface_hub read it at import), and the socket guard stops what
+    offline mode would not."""
+    import socket
+
+    import huggingface_hub.constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from .conftest import NETWORK_ATTEMPTS, NetworkBlocked
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True  # the value the Hub client acts on, not the variable
+    with pytest.raises(OfflineModeIsEnabled):
+        huggingface_hub.HfApi().model_info("gpt2")
+    before = len(NETWORK_ATTEMPTS)
+    with pytest.raises(NetworkBlocked):
+        socket.create_connection(("huggingface.co", 443), timeout=5)
+    assert len(NETWORK_ATTEMPTS) == before + 1
+    NETWORK_ATTEMPTS.pop()
     assert REPO_ROOT

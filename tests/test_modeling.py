@@ -231,9 +231,59 @@ def test_loss_does_not_accept_loss_kwargs():
     assert ReservoirMarianMTModel.accepts_loss_kwargs is False
 
 
-def test_layerdrop_runs_in_training(batch):
-    model = ReservoirMarianMTModel(tiny_config(encoder_layerdrop=0.5)).train()
-    model(**batch).loss.backward()
+def test_layerdrop_drops_layers_in_training_and_none_in_eval(batch):
+    model = ReservoirMarianMTModel(tiny_config(encoder_layerdrop=0.5))
+    layers = model.model.encoder.layers
+    calls = [0] * len(layers)
+    for index, layer in enumerate(layers):
+        layer.register_forward_hook(lambda module, args, output, i=index: calls.__setitem__(i, calls[i] + 1))
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(40):
+        model(**batch).loss.backward()
+    # Each layer runs in about half the passes (p = 0.5; 40 passes: 9-31 holds with probability > 0.999).
+    assert all(9 <= count <= 31 for count in calls), calls
+    calls[:] = [0] * len(layers)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(5):
+            model(**batch)
+    assert calls == [5] * len(layers)  # evaluation runs every layer
+
+
+@pytest.mark.parametrize("reservoir_type", ["transformer", "ffn"])
+def test_the_gradient_below_a_reservoir_carries_its_jacobian(batch, reservoir_type):
+    """A non-zero gradient at layer 0 proves little: the residual path alone gives one. Here the reservoir is
+    replaced by a layer with the same outputs whose Jacobian is the identity (``x + (f(x) - x).detach()``): the
+    forward pass and loss stay the same, so only the reservoir's own Jacobian can make the gradients below differ."""
+
+    class IdentityJacobian(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, hidden_states, *args, **kwargs):
+            return hidden_states + (self.layer(hidden_states, *args, **kwargs) - hidden_states).detach()
+
+    def loss_and_layer0_gradient(model):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.item(), model.model.encoder.layers[0].fc1.weight.grad.clone()
+
+    torch.manual_seed(0)
+    model = ReservoirMarianMTModel(tiny_config(num_encoder_reservoir_layers=2, reservoir_type=reservoir_type)).train()
+    encoder = model.model.encoder
+    index = next(i for i, layer in enumerate(encoder.layers) if getattr(layer, "is_reservoir", False))
+    loss, through = loss_and_layer0_gradient(model)
+    reservoir = encoder.layers[index]
+    encoder.layers[index] = IdentityJacobian(reservoir)
+    same_loss, without_jacobian = loss_and_layer0_gradient(model)
+    encoder.layers[index] = reservoir
+    assert same_loss == pytest.approx(loss, rel=1e-5)  # the same forward pass
+    assert not any(p.requires_grad for p in reservoir.parameters())
+    relative = (through - without_jacobian).norm() / without_jacobian.norm()
+    assert relative > 0.01, relative  # the reservoir's Jacobian is in the chain below it
 
 
 def test_deepcopy_keeps_freeze():

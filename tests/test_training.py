@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from hf_reservoir.convergence import ConvergenceCallback
 from hf_reservoir.training import (
@@ -18,7 +19,7 @@ from hf_reservoir.training import (
     run_training,
 )
 
-from .conftest import REPO_ROOT, tiny_config
+from .conftest import REPO_ROOT, tiny_config, tiny_training_config
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "training"))
 import train as train_script  # noqa: E402
@@ -359,12 +360,34 @@ def test_resume_continues_the_same_curve(corpus_dir, tokenizer_dir, tmp_path):
     for a, b in zip(curve("split"), curve("full")):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     assert resumed["convergence"]["num_evaluations"] == 3
-    # The resumed clock continued the first run's clock instead of starting at zero.
-    assert curve("split")[0]["train_seconds"] < curve("split")[1]["train_seconds"]
+    # The resumed clock continued the first run's clock instead of starting at zero: the second process started
+    # at step 20 from the clock the checkpoint held (its value at the step-20 evaluation), and its history keeps
+    # the interrupted first process (no end) before it.
+    first, second = resumed["history"]
+    assert first["from_step"] == 0 and first["ended"] is None
+    assert second["from_step"] == 20 and second["ended"] >= second["started"] >= first["started"]
+    assert second["clock"] == pytest.approx(curve("split")[0]["train_seconds"]) and second["clock"] > 0
+    assert resumed["convergence"]["train_seconds"] > second["clock"]
     assert full["validation"]["bleu"] == pytest.approx(resumed["validation"]["bleu"])
     torch.testing.assert_close(
         torch.tensor(full["validation"]["loss"]), torch.tensor(resumed["validation"]["loss"]), atol=1e-5, rtol=0
     )
+
+
+@pytest.mark.slow
+def test_patience_stops_a_real_run_at_the_right_evaluation(corpus_dir, tokenizer_dir, tmp_path):
+    """--patience 2 in a real Trainer run: with the learning rate at 0 the model never changes, so BLEU never
+    beats the first evaluation, and the run must stop at the third (steps 10, 20, 30), not at max_steps."""
+    from hf_reservoir.cli import main as cli_main
+
+    config = tmp_path / "train.yaml"
+    values = tiny_training_config(corpus_dir, tokenizer_dir, learning_rate=0.0, max_steps=200, evaluate_test=False)
+    config.write_text(yaml.safe_dump({**values, "output_dir": str(tmp_path / "run"), "patience": 2}))
+    assert cli_main(["train", str(config)]) == 0
+    convergence = json.loads((tmp_path / "run" / "convergence.json").read_text())
+    assert [e["step"] for e in convergence["evaluations"]] == [10, 20, 30]
+    assert convergence["summary"]["stopped_by"] == "patience" and convergence["summary"]["steps_trained"] == 30
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["convergence"]["stopped_by"] == "patience"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,162 @@
+"""Slow starts: how often a recipe lets a run learn much more slowly than its siblings from the start.
+
+A paired ratio over three seeds measures the model only if no arm draws a slow start: at peak lr 5e-3 with 300
+warm-up steps about one run in five learned slowly from its first steps (results/convergence_cpu, issue #23). This
+module counts them from the run folders of a sweep that trains the first steps of many seeds under each recipe.
+
+**Definition** (configurable): a run *starts slowly* when its validation BLEU at ``step`` (default 800) is below
+``fraction`` (default 0.5) of the median BLEU at that step of its group, the runs of the same recipe, N and model
+(the seeds). The median of the same model, not of every model, so that a model that is slower for every seed is not
+counted as a slow start: the question is whether the seed decides how fast a run starts.
+
+``hf-reservoir slow-starts CONFIG.yaml`` writes ``slow_starts.md`` and ``slow_starts.json`` next to the config::
+
+    step: 800
+    fraction: 0.5
+    models: [regular, transformer, ffn]
+    recipes:                     # name: the folders that hold its runs (<model>-N<n>-seed<s>)
+      lr5e-3: [results/slow_start_cpu/lr5e-3/runs, results/convergence_cpu/runs]
+      lr3e-3: [results/slow_start_cpu/lr3e-3/runs]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+from dataclasses import dataclass, field
+
+RUN_NAME = re.compile(r"^(?P<model>.+)-N(?P<n>\d+)-seed(?P<seed>\d+)$")
+
+
+@dataclass
+class SlowStartConfig:
+    recipes: dict[str, list[str]]
+    models: list[str] = field(default_factory=lambda: ["regular", "transformer", "ffn"])
+    step: int = 800
+    fraction: float = 0.5
+    # Steps whose BLEU the table shows beside the verdict.
+    shown_steps: list[int] = field(default_factory=lambda: [400, 800, 1000])
+
+    def __post_init__(self):
+        if not self.recipes or not all(isinstance(v, list) and v for v in self.recipes.values()):
+            raise ValueError(f"recipes={self.recipes!r} must map each recipe's name to a list of run folders.")
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"fraction={self.fraction} must lie between 0 and 1, e.g. 0.5.")
+        if self.step < 1:
+            raise ValueError(f"step={self.step} must be a positive evaluation step, e.g. 800.")
+
+    @classmethod
+    def load(cls, path: str) -> SlowStartConfig:
+        import yaml
+
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ValueError(f"{path}: {error}") from error
+
+
+def bleu_at(evaluations: list[dict], step: int) -> float | None:
+    """Validation BLEU of the evaluation at ``step``, or None if the run has none there."""
+    return next((e["bleu"] for e in evaluations if e["step"] == step), None)
+
+
+def load_recipe_runs(folders: list[str], models: list[str]) -> dict[tuple[int, str], dict[int, list[dict]]]:
+    """``{(N, model): {seed: evaluations}}`` of the finished runs (``convergence.json`` written) in ``folders``.
+
+    A seed found in two folders is an error: a recipe must not count one run twice.
+    """
+    runs: dict[tuple[int, str], dict[int, list[dict]]] = {}
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise ValueError(f"{folder} is not a folder of runs; check the recipe's folders in the config.")
+        for name in sorted(os.listdir(folder)):
+            match = RUN_NAME.match(name)
+            path = os.path.join(folder, name, "convergence.json")
+            if not match or match["model"] not in models or not os.path.isfile(path):
+                continue
+            with open(path, encoding="utf-8") as handle:
+                evaluations = json.load(handle)["evaluations"]
+            group = runs.setdefault((int(match["n"]), match["model"]), {})
+            seed = int(match["seed"])
+            if seed in group:
+                raise ValueError(f"{name} appears in two of the folders {folders}; list each run once.")
+            group[seed] = evaluations
+    return runs
+
+
+def classify(config: SlowStartConfig) -> dict:
+    """Per recipe, N and model: each seed's BLEU at the shown steps and whether it started slowly."""
+    report = {"definition": {"step": config.step, "fraction": config.fraction}, "recipes": {}}
+    for recipe, folders in config.recipes.items():
+        groups = {}
+        for (n, model), seeds in sorted(load_recipe_runs(folders, config.models).items()):
+            at_step = {seed: bleu_at(evaluations, config.step) for seed, evaluations in seeds.items()}
+            measured = [value for value in at_step.values() if value is not None]
+            median = statistics.median(measured) if measured else None
+            groups[f"{model}/N{n}"] = {
+                "model": model,
+                "updatable_layers": n,
+                "median_bleu_at_step": median,
+                "seeds": {
+                    seed: {
+                        "bleu": {step: bleu_at(seeds[seed], step) for step in config.shown_steps},
+                        "slow": None if value is None else value < config.fraction * median,
+                    }
+                    for seed, value in sorted(at_step.items())
+                },
+            }
+        report["recipes"][recipe] = groups
+    return report
+
+
+def markdown(report: dict, config: SlowStartConfig) -> str:
+    step, fraction = config.step, config.fraction
+    lines = [
+        f"Slow starts: validation BLEU (greedy) at step {step} below {fraction:g} x the median of the same recipe, N "
+        "and model. Per seed: BLEU at steps " + "/".join(str(s) for s in config.shown_steps) + ", a slow start "
+        "marked **slow**; runs that have not reached the step are not counted.",
+        "",
+        "| recipe | N | model | runs | slow starts | median BLEU at step "
+        f"{step} | seeds: BLEU at steps {'/'.join(str(s) for s in config.shown_steps)} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    totals = {}
+    for recipe, groups in report["recipes"].items():
+        for group in groups.values():
+            judged = [s for s in group["seeds"].values() if s["slow"] is not None]
+            slow = sum(s["slow"] for s in judged)
+            total = totals.setdefault((recipe, group["updatable_layers"]), [0, 0])
+            total[0], total[1] = total[0] + slow, total[1] + len(judged)
+            seeds = "; ".join(
+                f"{seed}: "
+                + "/".join("-" if v is None else f"{v:.1f}" for v in s["bleu"].values())
+                + (" **slow**" if s["slow"] else "")
+                for seed, s in group["seeds"].items()
+            )
+            median = group["median_bleu_at_step"]
+            lines.append(
+                f"| {recipe} | {group['updatable_layers']} | {group['model']} | {len(judged)} | {slow} | "
+                f"{'n/a' if median is None else f'{median:.2f}'} | {seeds} |"
+            )
+    lines += ["", "| recipe | N | runs | slow starts |", "|---|---|---|---|"]
+    lines += [f"| {recipe} | {n} | {runs} | {slow} |" for (recipe, n), (slow, runs) in totals.items()]
+    return "\n".join(lines) + "\n"
+
+
+def build_slow_start_report(config_path: str, report_dir: str | None = None) -> str:
+    """Write ``slow_starts.md`` and ``slow_starts.json`` (next to the config by default); return the table."""
+    config = SlowStartConfig.load(config_path)
+    report = classify(config)
+    report_dir = report_dir or os.path.dirname(os.path.abspath(config_path))
+    os.makedirs(report_dir, exist_ok=True)
+    table = markdown(report, config)
+    with open(os.path.join(report_dir, "slow_starts.md"), "w", encoding="utf-8") as handle:
+        handle.write(table)
+    with open(os.path.join(report_dir, "slow_starts.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    return table
