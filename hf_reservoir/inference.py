@@ -134,7 +134,10 @@ def iter_translations(
     if num_beams is not None and num_beams < 1:
         raise ValueError(f"num_beams={num_beams} must be at least 1; use 1 for greedy decoding.")
     limit = source_limit(model, max_source_length)
-    full_lengths = [len(ids) for ids in tokenizer(sentences)["input_ids"]] if sentences else []
+    # Lengths up to one past the limit are enough to tell who is cut (and keep the tokenizer from warning about
+    # sequences longer than its model_max_length: our own warning names the lines).
+    probe = {"truncation": True, "max_length": limit + 1}
+    full_lengths = [len(ids) for ids in tokenizer(sentences, **probe)["input_ids"]] if sentences else []
     truncated = [i for i, length in enumerate(full_lengths) if length > limit]
     if truncated and on_truncated is not None:
         on_truncated(truncated)
