@@ -126,8 +126,18 @@ def iter_translations(
     """Translate ``sentences`` in chunks of ``chunk_size`` (default: all at once); yields each chunk's
     hypotheses in input order. Within a chunk, sentences are generated longest first.
 
-    Sources longer than :func:`source_limit` are truncated to it; ``on_truncated`` gets their indices (into
-    ``sentences``) once, before anything is generated.
+    Args:
+        model: a seq2seq model; its ``generation_config`` decides what is not given here.
+        tokenizer: the model's tokenizer.
+        sentences (`list[str]`): source sentences.
+        num_beams (`int`, *optional*): beams (default: the ``generation_config``'s).
+        batch_size (`int`): sentences per ``generate`` call.
+        max_length (`int`, *optional*): longest output in tokens (default: the ``generation_config``'s).
+        max_source_length (`int`, *optional*): truncate longer sources to this many tokens, as training does
+            (sources longer than the model's position table are always truncated to it: :func:`source_limit`).
+        chunk_size (`int`, *optional*): sentences per yielded chunk.
+        on_truncated (`Callable`, *optional*): called once, before anything is generated, with the indices (into
+            ``sentences``) of the truncated sources.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
@@ -163,34 +173,14 @@ def iter_translations(
         yield outputs
 
 
-def translate(
-    model,
-    tokenizer,
-    sentences: list[str],
-    num_beams: int | None = None,
-    batch_size: int = 64,
-    max_length: int | None = None,
-    max_source_length: int | None = None,
-    on_truncated: Callable[[list[int]], None] | None = None,
-) -> list[str]:
+def translate(model, tokenizer, sentences: list[str], **kwargs) -> list[str]:
     """Translate ``sentences``; returns one detokenised hypothesis per sentence, in input order.
 
-    Args:
-        model: a seq2seq model; its ``generation_config`` decides what is not given here.
-        tokenizer: the model's tokenizer.
-        sentences (`list[str]`): source sentences.
-        num_beams (`int`, *optional*): beams (default: the model's ``generation_config``, which training
-            sets to the decoding its final scores used).
-        batch_size (`int`): sentences per ``generate`` call.
-        max_length (`int`, *optional*): longest output in tokens (default: the ``generation_config``'s).
-        max_source_length (`int`, *optional*): truncate longer sources to this many tokens, as training does
-            (sources longer than the model's position table are always truncated to it).
-        on_truncated (`Callable`, *optional*): called with the indices of the truncated sentences.
+    The keyword arguments are :func:`iter_translations`'s (``num_beams``, ``batch_size``, ``max_length``,
+    ``max_source_length``, ``on_truncated``); what is not given comes from the model's ``generation_config``, which
+    training sets to the decoding its final scores used.
     """
-    chunks = iter_translations(
-        model, tokenizer, sentences, num_beams, batch_size, max_length, max_source_length, on_truncated=on_truncated
-    )
-    return [text for chunk in chunks for text in chunk]
+    return [text for chunk in iter_translations(model, tokenizer, sentences, **kwargs) for text in chunk]
 
 
 SIGNATURES = {"bleu": "BLEU", "chrf": "CHRF"}
@@ -263,7 +253,10 @@ def evaluate_saved_model(
     model, tokenizer = load_for_inference(model_name_or_path, device)
     sources = [pair[source_lang] for pair in dataset["translation"]]
     references = [pair[target_lang] for pair in dataset["translation"]]
-    hypotheses = translate(model, tokenizer, sources, num_beams, batch_size, max_length, max_source_length)
+    hypotheses = translate(
+        model, tokenizer, sources, num_beams=num_beams, batch_size=batch_size, max_length=max_length,
+        max_source_length=max_source_length,
+    )  # fmt: skip
     truncation = {"max_length": max_target_length, "truncation": True} if max_target_length else {}
     labels = tokenizer(text_target=references, **truncation)["input_ids"]
     references = [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]

@@ -153,3 +153,27 @@ def tiny_training_config(corpus_dir, tokenizer_dir, **overrides) -> dict:
         "per_device_eval_batch_size": 40,
         **overrides,
     }
+
+
+def save_tiny_model_with_tokenizer(folder, german: list[str], vocab_size: int = 300, **overrides):
+    """A tiny untrained model with a real SentencePiece tokenizer trained on ``german`` (English: the same with
+    "Satz" as "sentence"), saved together in ``folder``, as training saves them. Returns the tokenizer."""
+    from datasets import Dataset
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.tokenization import train_marian_tokenizer
+
+    pairs = Dataset.from_dict({"translation": [{"de": g, "en": g.replace("Satz", "sentence")} for g in german]})
+    tokenizer = train_marian_tokenizer(pairs, "de", "en", str(folder), vocab_size)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    config = tiny_config(
+        vocab_size=len(tokenizer),
+        decoder_vocab_size=len(tokenizer),
+        decoder_start_token_id=ids["pad_token_id"],
+        forced_eos_token_id=ids["eos_token_id"],
+        **ids,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    ReservoirMarianMTModel(config).save_pretrained(folder)
+    return tokenizer

@@ -9,7 +9,7 @@ import pytest
 from hf_reservoir import ReservoirMarianMTModel
 from hf_reservoir.cli import COMMANDS, main
 
-from .conftest import tiny_config
+from .conftest import save_tiny_model_with_tokenizer, tiny_config
 
 SUBCOMMANDS = ["train", *COMMANDS]
 
@@ -30,23 +30,7 @@ def test_each_subcommand_help_exits_0(name, capsys):
 
 
 def test_translate_reads_stdin_and_keeps_blank_lines(tmp_path, monkeypatch, capsys):
-    from hf_reservoir.data import load_parallel_corpus  # noqa: F401 - the loader the tokenizer trains from
-    from hf_reservoir.tokenization import train_marian_tokenizer
-
-    from .test_reliability import pairs
-
-    tokenizer = train_marian_tokenizer(
-        pairs([f"Satz {i} wählen Sie Extras" for i in range(200)]), "de", "en", str(tmp_path / "model"), 300
-    )
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        decoder_vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        forced_eos_token_id=tokenizer.eos_token_id,
-    )
-    ReservoirMarianMTModel(config).save_pretrained(tmp_path / "model")
+    save_tiny_model_with_tokenizer(tmp_path / "model", [f"Satz {i} wählen Sie Extras" for i in range(200)])
     monkeypatch.setattr(sys, "stdin", io.StringIO("Wählen Sie Extras\n\nSatz 3\n"))
     capsys.readouterr()
     assert main(["translate", str(tmp_path / "model"), "--num_beams", "2", "--max_length", "8"]) == 0

@@ -11,29 +11,15 @@ import torch
 from hf_reservoir import ReservoirMarianMTModel
 from hf_reservoir.cli import main
 
-from .conftest import tiny_config
-from .test_reliability import pairs, run_cli
+from .conftest import save_tiny_model_with_tokenizer, tiny_config
+from .test_reliability import run_cli
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny untrained model with a real 300-piece tokenizer; its position table holds 64 tokens."""
-    from hf_reservoir.tokenization import train_marian_tokenizer
-
     folder = tmp_path_factory.mktemp("model")
-    tokenizer = train_marian_tokenizer(
-        pairs([f"Satz {i} wählen Sie Extras" for i in range(200)]), "de", "en", str(folder), 300
-    )
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        decoder_vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        forced_eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    ReservoirMarianMTModel(config).save_pretrained(folder)
+    save_tiny_model_with_tokenizer(folder, [f"Satz {i} wählen Sie Extras" for i in range(200)])
     return folder
 
 

@@ -10,7 +10,7 @@ from hf_reservoir import ReservoirMarianMTModel
 from hf_reservoir.cli import main
 from hf_reservoir.probing import fit_probe, layer_outputs, length_task
 
-from .conftest import tiny_config
+from .conftest import save_tiny_model_with_tokenizer, tiny_config
 from .test_reliability import run_cli
 
 WORDS = "Haus Baum Wasser gehen sehen klein groß rot schnell Tisch Fenster öffnen schließen Datei Ordner".split()
@@ -23,10 +23,6 @@ def sentence(rng: random.Random) -> str:
 @pytest.fixture(scope="module")
 def corpus_and_model(tmp_path_factory):
     """A text corpus of 1,200 made-up German sentences and a tiny untrained `LLRLRLL` model with its tokenizer."""
-    from hf_reservoir.tokenization import train_marian_tokenizer
-
-    from .test_reliability import pairs
-
     rng = random.Random(0)
     german = [sentence(rng) for _ in range(1200)]
     corpus = tmp_path_factory.mktemp("corpus")
@@ -34,18 +30,7 @@ def corpus_and_model(tmp_path_factory):
         (corpus / f"{split}.de").write_text("\n".join(rows) + "\n")
         (corpus / f"{split}.en").write_text("\n".join(r.upper() for r in rows) + "\n")
     folder = tmp_path_factory.mktemp("run") / "model"
-    tokenizer = train_marian_tokenizer(pairs(german), "de", "en", str(folder), 300)
-    config = tiny_config(
-        vocab_size=len(tokenizer),
-        decoder_vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        forced_eos_token_id=tokenizer.eos_token_id,
-        num_encoder_reservoir_layers=2,
-    )
-    torch.manual_seed(0)
-    ReservoirMarianMTModel(config).save_pretrained(folder)
+    save_tiny_model_with_tokenizer(folder, german, num_encoder_reservoir_layers=2)
     return corpus, folder, german
 
 

@@ -35,20 +35,12 @@ def test_cells_and_arguments():
 
 
 def test_a_lanes_mapping_groups_runs_as_written(monkeypatch):
-    """Each lane holds exactly the models its mapping names, for one N and seed; lanes start in grid order."""
+    """Each lane holds exactly the models its mapping names, for one N and seed, and every cell is in one lane."""
     import hf_reservoir.sweep as sweep
 
-    config = SweepConfig(
-        train_config="base.yaml",
-        output_dir="out",
-        models=["regular", "transformer", "ffn", "layerdrop"],
-        updatable_layers=[2, 4],
-        seeds=[1, 2],
-        budget_seconds=None,
-        sharing="lanes",
-        parallel_lanes=1,
-        lanes={"a": ["regular", "ffn"], "b": ["transformer", "layerdrop"]},
-    )
+    mapping = {"a": ["regular", "ffn"], "b": ["transformer", "layerdrop"]}
+    values = dict(train_config="base.yaml", output_dir="out", updatable_layers=[2, 4], seeds=[1, 2], lanes=mapping)
+    config = SweepConfig(**values, models=["regular", "transformer", "ffn", "layerdrop"], sharing="lanes")
     started = []
     monkeypatch.setattr(
         sweep, "run_lane_cells", lambda cfg, lane: started.append(lane) or {cell: "done" for cell in lane}
@@ -59,7 +51,7 @@ def test_a_lanes_mapping_groups_runs_as_written(monkeypatch):
         f"{name}-N{n}-seed{seed}": sorted(f"{m}-N{n}-seed{seed}" for m in members)
         for n in (2, 4)
         for seed in (1, 2)
-        for name, members in {"a": ["regular", "ffn"], "b": ["transformer", "layerdrop"]}.items()
+        for name, members in mapping.items()
     }
     assert len(started) == 8  # every cell in exactly one lane
 
