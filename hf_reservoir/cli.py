@@ -158,9 +158,7 @@ def add_evaluate(commands) -> None:
 
 
 def evaluate_main(args) -> int:
-    from .inference import check_model_dir, evaluate_saved_model
-
-    check_model_dir(args.model)
+    from .inference import evaluate_saved_model
 
     report = evaluate_saved_model(
         args.model,
@@ -389,8 +387,6 @@ def add_probe(commands) -> None:
 def probe_main(args) -> int:
     from .probing import ProbeSettings, markdown, run_probes
 
-    if args.limit < 50:
-        raise ValueError(f"--limit {args.limit} leaves too few sentences for a train/validation/test split; use 50+.")
     settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed)
     report = run_probes(
         args.models, args.output_dir, args.data_path, settings, args.control, args.source_lang, args.target_lang,

@@ -68,6 +68,15 @@ class ProbeSettings:
     token_identity_classes: int = 100
     batch_size: int = 64
 
+    def __post_init__(self):
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown probing task(s) {unknown}; choose from {', '.join(TASKS)}.")
+        if self.limit < 50:
+            raise ValueError(
+                f"--limit {self.limit} leaves too few sentences for a train/validation/test split; use 50+."
+            )
+
 
 def _splits(count: int, rng: random.Random) -> list[str]:
     order = list(range(count))
@@ -159,9 +168,6 @@ def token_identity_task(sentences: list[str], tokenizer, rng: random.Random, cla
 
 def build_tasks(sentences: list[str], sources: list[str] | None, tokenizer, settings: ProbeSettings) -> list:
     """The probing tasks named in ``settings.tasks``, each from its own seeded generator."""
-    unknown = sorted(set(settings.tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown probing task(s) {unknown}; choose from {', '.join(TASKS)}.")
     builders = {
         "length": lambda rng: length_task(sentences, rng),
         "word_content": lambda rng: word_content_task(sentences, rng, settings.word_content_words),
@@ -321,9 +327,6 @@ def run_probes(
     settings = settings or ProbeSettings()
     for path in model_dirs:  # every folder first: a wrong one is named before minutes of work
         check_model_dir(path)
-    unknown = sorted(set(settings.tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown probing task(s) {unknown}; choose from {', '.join(TASKS)}.")
     sentences, sources = probe_sentences(data_path, source_lang, target_lang, settings)
     loaded = {model_name(path): (path, *load_probe_model(path, device)) for path in model_dirs}
     if control:

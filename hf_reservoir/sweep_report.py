@@ -121,7 +121,7 @@ def _lane_intervals(results: dict) -> list[tuple[str, float, float]] | None:
         return None
     intervals = []
     for index, part in enumerate(history):
-        end = part["ended"] if part["ended"] is not None else None
+        end = part["ended"]
         if end is None and index + 1 < len(history):
             end = history[index + 1]["started"]
         if end is None:

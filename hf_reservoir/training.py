@@ -17,7 +17,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTraining
 
 from .configuration_reservoir import ReservoirMarianConfig
 from .convergence import ConvergenceCallback, ConvergenceProgressCallback
-from .inference import write_scoring_settings
+from .inference import longest_first, write_scoring_settings
 from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
 from .model_card import describe_hardware, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
@@ -233,16 +233,6 @@ def tokenize_corpus(
     if any(stats["truncated"].values()):
         logger.warning("Truncated pairs longer than the maximum lengths: %s", stats["truncated"])
     return tokenized
-
-
-def longest_first(input_ids: list[list[int]]) -> list[int]:
-    """The order in which evaluation splits are generated: longest source first (ties keep their order).
-
-    Generation batches then hold sentences of similar length, which pad less and finish together (the
-    timings are in CHANGELOG.md). Corpus BLEU and chrF do not depend on the order;
-    :func:`run_training` reorders the text splits the same way, so per-source test scores still line up.
-    """
-    return sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
 
 
 class TokenBatchSampler(torch.utils.data.Sampler):
