@@ -24,6 +24,8 @@ import argparse
 import json
 import os
 
+from hf_reservoir.run_folder import CONVERGENCE_FILE, MODEL_DIR
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {"regular": "iwslt14_regular.yaml", "ffn": "iwslt14_ffn.yaml"}
 TARGET_FRACTIONS = (0.5, 0.75, 0.9)
@@ -66,7 +68,7 @@ def run_arm(arm: str, args, name: str | None = None) -> dict:
 
     model_args, data_args, training_args, convergence_args = parse_training_argv(arm_argv(arm, args, name))
     report = run_training(model_args, data_args, training_args, convergence_args)
-    with open(os.path.join(args.work_dir, name or arm, "convergence.json"), encoding="utf-8") as handle:
+    with open(os.path.join(args.work_dir, name or arm, CONVERGENCE_FILE), encoding="utf-8") as handle:
         record = json.load(handle)
     record["encoder_layout"] = report["encoder_layout"]
     record["parameters"] = report["parameters"]
@@ -153,12 +155,12 @@ def main(argv: list[str] | None = None) -> dict:
         run_arm(order[0], args, name="warmup")  # discarded
         args.seconds = timed
         if args.tokenizer_path is None:
-            args.tokenizer_path = os.path.join(args.work_dir, "warmup", "model")
+            args.tokenizer_path = os.path.join(args.work_dir, "warmup", MODEL_DIR)
     records = {}
     for arm in order:
         records[arm] = run_arm(arm, args)
         if args.tokenizer_path is None:  # the first arm trained it; the second uses the same
-            args.tokenizer_path = os.path.join(args.work_dir, arm, "model")
+            args.tokenizer_path = os.path.join(args.work_dir, arm, MODEL_DIR)
     report = compare(records, args.seconds)
     import transformers
 

@@ -13,7 +13,7 @@ import tempfile
 import yaml
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel
-from hf_reservoir.training import ModelArguments
+from hf_reservoir.arguments import ModelArguments
 
 CONFIGS = {
     "demo (training/configs/demo_cpu.yaml, vocab 4000)": ("training/configs/demo_cpu.yaml", 4000),

@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+
+from .run_folder import CORPUS_STATS_FILE
 
 
 def config_file_to_argv(path: str, scalar_fields: set[str] | None = None) -> list[str]:
@@ -58,7 +59,7 @@ def parse_training_argv(argv: list[str]):
     """Parse ``[CONFIG_FILE] [--flag value ...]`` into (model, data, training, convergence) arguments."""
     from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
-    from .training import ConvergenceArguments, DataArguments, ModelArguments
+    from .arguments import ConvergenceArguments, DataArguments, ModelArguments
 
     classes = (ModelArguments, DataArguments, ConvergenceArguments, Seq2SeqTrainingArguments)
     parser = HfArgumentParser(classes)
@@ -105,32 +106,23 @@ def add_push(commands) -> None:
 
 
 def push_main(args) -> int:
-    from huggingface_hub import get_token
+    from .hub import HubUploadError, push_model
 
-    from .hub import export_for_hub, push_folder
-    from .inference import check_model_dir
-
-    check_model_dir(args.model_dir)  # first: a wrong folder is named before the token or the network
-    if not (args.dry_run or args.token or get_token()):  # checked before any work or network call
-        print("error: no Hub token: pass --token, set HF_TOKEN, or log in once with `hf auth login`.", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as scratch:
-        export_dir = args.export_dir or f"{scratch}/export"
-        files = export_for_hub(args.model_dir, export_dir, "seed" if args.seed_only else "weights")
-        total = sum(size for _, size in files)
-        print(
-            f"{'Would upload' if args.dry_run else 'Uploading'} {len(files)} files ({total:,} bytes) to "
-            f"{args.repo_id}{'@' + args.revision if args.revision else ''}:"
+    try:
+        url = push_model(
+            args.model_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            token=args.token,
+            reservoir_storage="seed" if args.seed_only else "weights",
+            export_dir=args.export_dir,
+            dry_run=args.dry_run,
         )
-        for name, size in files:
-            print(f"  {size:>12,}  {name}")
-        if args.dry_run:
-            return 0
-        try:
-            url = push_folder(export_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token)
-        except Exception as error:  # noqa: BLE001 - network and Hub errors: one line, not 24 frames
-            print(f"error: the upload to {args.repo_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
-            return 1
+    except HubUploadError as error:  # a bad folder or no token is a ValueError: main() prints it (exit 2)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if url is not None:
         print(f"Uploaded: {url}")
     return 0
 
@@ -280,11 +272,11 @@ def prepare_main(args) -> int:
     from .tokenization import train_marian_tokenizer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if os.path.exists(os.path.join(args.output_dir, "stats.json")) and not args.overwrite:
+    if os.path.exists(os.path.join(args.output_dir, CORPUS_STATS_FILE)) and not args.overwrite:
         logging.info("Using the corpus already in %s (pass --overwrite to rebuild).", args.output_dir)
     else:
         build_corpus(args.output_dir, cache_dir=args.cache_dir, deb_dir=args.deb_dir, overwrite=args.overwrite)
-    with open(os.path.join(args.output_dir, "stats.json"), encoding="utf-8") as handle:
+    with open(os.path.join(args.output_dir, CORPUS_STATS_FILE), encoding="utf-8") as handle:
         logging.info("Splits: %s", json.load(handle)["splits"])
     if args.tokenizer_dir:
         corpus = load_parallel_corpus(args.output_dir, args.source_lang, args.target_lang)

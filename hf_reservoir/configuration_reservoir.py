@@ -67,6 +67,14 @@ def place_reservoir_layers(num_layers: int, num_reservoirs: int, placement: str 
     return [start + step * i for i in range(k)]
 
 
+def reservoir_types_per_layer(reservoir_type: str | list[str], num_reservoirs: int) -> list[str]:
+    """``reservoir_type`` as one type per reservoir layer: one type (a string, or a list of one) is repeated."""
+    if isinstance(reservoir_type, str):
+        return [reservoir_type] * num_reservoirs
+    types = list(reservoir_type)
+    return types * num_reservoirs if len(types) == 1 else types
+
+
 def _check_indices(field: str, value: object, num_layers: int, layers_field: str) -> list[int]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
         raise ValueError(f"{field}={value!r} must be a list of layer indices such as [2, 4].")
@@ -80,6 +88,66 @@ def _check_indices(field: str, value: object, num_layers: int, layers_field: str
             f"{num_layers - 1}."
         )
     return sorted(indices)
+
+
+def _validate_placement(config) -> list[int]:
+    """Resolve and check the reservoir indices: explicit ones, or the placement rule's."""
+    count = config.num_encoder_reservoir_layers
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise ValueError(f"num_encoder_reservoir_layers={count!r} must be a non-negative integer.")
+    if config.encoder_reservoir_layers is not None:
+        layers = _check_indices(
+            "encoder_reservoir_layers", config.encoder_reservoir_layers, config.encoder_layers, "encoder_layers"
+        )
+        if count is not None and count != len(layers):
+            raise ValueError(
+                f"num_encoder_reservoir_layers={count} disagrees with encoder_reservoir_layers={layers}; "
+                "give only one of the two."
+            )
+    else:
+        layers = place_reservoir_layers(config.encoder_layers, count or 0, config.reservoir_placement)
+    config.encoder_reservoir_layers = layers
+    config.num_encoder_reservoir_layers = len(layers)
+    config.decoder_reservoir_layers = (
+        []
+        if config.decoder_reservoir_layers is None
+        else _check_indices(
+            "decoder_reservoir_layers", config.decoder_reservoir_layers, config.decoder_layers, "decoder_layers"
+        )
+    )
+    return layers
+
+
+def _validate_types(config, layers: list[int]) -> None:
+    """``reservoir_type``: a known type, or one per reservoir layer; and what each type needs of the sizes.
+
+    A string is one type for every reservoir layer; a list gives one type per layer (stored as a list).
+    :func:`reservoir_types_per_layer` is the one place that expands it.
+    """
+    types = config.reservoir_type
+    if not (isinstance(types, str) or (isinstance(types, (list, tuple)) and all(isinstance(t, str) for t in types))):
+        raise ValueError(f"reservoir_type={types!r} must be a string or a list of strings.")
+    named = [types] if isinstance(types, str) else list(types)
+    unknown = [t for t in named if t not in RESERVOIR_TYPES]
+    if unknown:  # checked even where there are no reservoir layers to use the type
+        raise ValueError(
+            f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
+        )
+    if isinstance(types, (list, tuple)):  # one type per reservoir layer, in layer order
+        if len(named) != len(layers):
+            raise ValueError(
+                f"reservoir_type={types!r} has {len(named)} entries but there are {len(layers)} encoder "
+                f"reservoir layers {layers}; give one type per reservoir layer, or a single string."
+            )
+        config.reservoir_type = named
+    types_list = reservoir_types_per_layer(config.reservoir_type, len(layers))
+    if "cnn" in types_list and config.d_model % config.encoder_attention_heads:
+        raise ValueError(
+            f"d_model={config.d_model} must be divisible by encoder_attention_heads={config.encoder_attention_heads} "
+            "for the cnn reservoir, which shares one kernel per head."
+        )
+    if "bigru" in types_list and config.d_model % 2:
+        raise ValueError(f"d_model={config.d_model} must be even for the bigru reservoir (d_model/2 per direction).")
 
 
 class ReservoirMarianConfig(MarianConfig):
@@ -198,72 +266,15 @@ class ReservoirMarianConfig(MarianConfig):
                 f"reservoir_cnn_kernel_size={self.reservoir_cnn_kernel_size} must be odd so that the convolution "
                 "stays centred; use for example 3 or 7."
             )
-        layers = self._validate_placement()
-        self._validate_types(layers)
+        layers = _validate_placement(self)
+        _validate_types(self, layers)
         if self.reservoir_checksums is not None and not isinstance(self.reservoir_checksums, dict):
             raise ValueError(f"reservoir_checksums={self.reservoir_checksums!r} must be a dict or None.")
-
-    def _validate_placement(self) -> list[int]:
-        """Resolve and check the reservoir indices: explicit ones, or the placement rule's."""
-        count = self.num_encoder_reservoir_layers
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            raise ValueError(f"num_encoder_reservoir_layers={count!r} must be a non-negative integer.")
-        if self.encoder_reservoir_layers is not None:
-            layers = _check_indices(
-                "encoder_reservoir_layers", self.encoder_reservoir_layers, self.encoder_layers, "encoder_layers"
-            )
-            if count is not None and count != len(layers):
-                raise ValueError(
-                    f"num_encoder_reservoir_layers={count} disagrees with encoder_reservoir_layers={layers}; "
-                    "give only one of the two."
-                )
-        else:
-            layers = place_reservoir_layers(self.encoder_layers, count or 0, self.reservoir_placement)
-        self.encoder_reservoir_layers = layers
-        self.num_encoder_reservoir_layers = len(layers)
-        self.decoder_reservoir_layers = (
-            []
-            if self.decoder_reservoir_layers is None
-            else _check_indices(
-                "decoder_reservoir_layers", self.decoder_reservoir_layers, self.decoder_layers, "decoder_layers"
-            )
-        )
-        return layers
-
-    def _validate_types(self, layers: list[int]) -> None:
-        """``reservoir_type``: a known type, or one per reservoir layer; and what each type needs of the sizes."""
-        types = self.reservoir_type
-        named = [types] if isinstance(types, str) else list(types) if isinstance(types, (list, tuple)) else []
-        unknown = [t for t in named if t not in RESERVOIR_TYPES]
-        if unknown:  # checked even where there are no reservoir layers to use the type
-            raise ValueError(
-                f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
-            )
-        if isinstance(types, str):
-            types_list = [types] * len(layers)
-        elif isinstance(types, (list, tuple)):
-            types_list = list(types)
-            if len(types_list) != len(layers):
-                raise ValueError(
-                    f"reservoir_type={types!r} has {len(types_list)} entries but there are {len(layers)} encoder "
-                    f"reservoir layers {layers}; give one type per reservoir layer, or a single string."
-                )
-            self.reservoir_type = types_list
-        else:
-            raise ValueError(f"reservoir_type={types!r} must be a string or a list of strings.")
-        if "cnn" in types_list and self.d_model % self.encoder_attention_heads:
-            raise ValueError(
-                f"d_model={self.d_model} must be divisible by encoder_attention_heads={self.encoder_attention_heads} "
-                "for the cnn reservoir, which shares one kernel per head."
-            )
-        if "bigru" in types_list and self.d_model % 2:
-            raise ValueError(f"d_model={self.d_model} must be even for the bigru reservoir (d_model/2 per direction).")
 
     @property
     def encoder_reservoir_types(self) -> dict[int, str]:
         """Map each encoder reservoir index to its type."""
-        types = self.reservoir_type
-        types = [types] * len(self.encoder_reservoir_layers) if isinstance(types, str) else types
+        types = reservoir_types_per_layer(self.reservoir_type, len(self.encoder_reservoir_layers))
         return dict(zip(self.encoder_reservoir_layers, types))
 
     @property
@@ -279,4 +290,4 @@ class ReservoirMarianConfig(MarianConfig):
         return "".join("R" if i in reservoirs else "L" for i in range(self.decoder_layers))
 
 
-__all__ = ["ReservoirMarianConfig", "place_reservoir_layers"]
+__all__ = ["ReservoirMarianConfig", "place_reservoir_layers", "reservoir_types_per_layer"]

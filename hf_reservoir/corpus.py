@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from .run_folder import CORPUS_STATS_FILE
+
 logger = logging.getLogger(__name__)
 
 PACKAGES = ("libreoffice-help-en-us", "libreoffice-help-de", "trans-de-en", "libreoffice-l10n-de")
@@ -363,7 +365,7 @@ def build_corpus(
     Returns:
         `datasets.DatasetDict` with ``train``, ``validation`` and ``test``.
     """
-    if os.path.exists(os.path.join(output_dir, "stats.json")) and not overwrite:
+    if os.path.exists(os.path.join(output_dir, CORPUS_STATS_FILE)) and not overwrite:
         raise CorpusBuildError(
             f"{output_dir} already holds a corpus; pass overwrite=True (--overwrite) to rebuild it, or load it with "
             "hf_reservoir.data.load_parallel_corpus."
@@ -383,11 +385,30 @@ def build_corpus(
         shutil.rmtree(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     corpus = _write_corpus(splits, output_dir)
-    with open(os.path.join(output_dir, "stats.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(output_dir, CORPUS_STATS_FILE), "w", encoding="utf-8") as handle:
         json.dump(stats.to_dict(), handle, indent=2, ensure_ascii=False)
         handle.write("\n")
     logger.info("Built the de-en corpus in %s: %s", output_dir, stats.splits)
     return corpus
+
+
+def build_corpus_once(output_dir: str, **kwargs) -> bool:
+    """Build the corpus into ``output_dir`` unless it is there; returns whether this call built it.
+
+    The runs of a sweep start together, each with ``build_corpus``: without a lock each found no corpus and
+    wrote one, replacing the files the others had already opened (a run died of it, silently). Callers take
+    an exclusive lock on ``OUTPUT_DIR.lock`` and check again inside it, so one builds and the others wait.
+    """
+    import fcntl
+
+    target = os.path.abspath(output_dir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target + ".lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if os.path.exists(os.path.join(output_dir, CORPUS_STATS_FILE)):
+            return False
+        build_corpus(output_dir, **kwargs)
+        return True
 
 
 def _write_corpus(splits: dict[str, list[tuple[str, str, str]]], output_dir: str):

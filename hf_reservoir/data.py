@@ -1,4 +1,4 @@
-"""One loader for every parallel data source that training accepts.
+"""One loader for every parallel data source that training accepts, and the tokenised batches built from it.
 
 Every source comes back as a ``datasets.DatasetDict`` with ``train``, ``validation`` and ``test``
 splits and a ``translation`` column ``{lang: text}`` (the convention of the Hub's ``iwslt2017``
@@ -19,7 +19,12 @@ import csv
 import json
 import logging
 import os
+import random
 from collections import Counter
+
+import torch
+
+from .run_folder import CORPUS_STATS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +174,7 @@ def detect_format(path: str) -> str:
         return "hub"
     if not os.path.isdir(path):
         raise DataError(f"The data path {path} is a file; give the folder that holds the split files.")
-    if os.path.exists(os.path.join(path, "stats.json")) and os.path.isdir(os.path.join(path, "dataset")):
+    if os.path.exists(os.path.join(path, CORPUS_STATS_FILE)) and os.path.isdir(os.path.join(path, "dataset")):
         return "corpus"
     names = os.listdir(path)
     for suffix, fmt in ((".jsonl", "jsonl"), (".tsv", "tsv")):
@@ -298,3 +303,95 @@ def _drop_blank_pairs(loaded, path_or_name: str, langs: tuple[str, str]) -> tupl
                 "whitespace-only pairs); give that split real sentences."
             )
     return result, dropped
+
+
+# -- Tokenised batches ---------------------------------------------------------------------------
+
+
+def subset(dataset, size: int, seed: int | None = None):
+    """The first ``size`` rows, or ``size`` rows drawn at random with ``seed`` (kept in corpus order)."""
+    size = min(size, len(dataset))
+    if seed is None:
+        return dataset.select(range(size))
+    rows = random.Random(seed).sample(range(len(dataset)), size)
+    return dataset.select(sorted(rows))
+
+
+def tokenize_corpus(
+    corpus, tokenizer, source_lang: str, target_lang: str, max_source_length: int, max_target_length: int, stats: dict
+):
+    """Tokenize every split; truncation to the maximum lengths is counted in ``stats["truncated"]``."""
+
+    def encode(batch):
+        sources = [pair[source_lang] for pair in batch["translation"]]
+        targets = [pair[target_lang] for pair in batch["translation"]]
+        full = tokenizer(sources, text_target=targets)
+        features = tokenizer(sources, text_target=targets, max_length=max_source_length, truncation=True)
+        labels = tokenizer(text_target=targets, max_length=max_target_length, truncation=True)["input_ids"]
+        features["labels"] = labels
+        features["truncated"] = [
+            len(a) > max_source_length or len(b) > max_target_length for a, b in zip(full["input_ids"], full["labels"])
+        ]
+        return features
+
+    tokenized = {}
+    stats.setdefault("truncated", {})
+    for split, dataset in corpus.items():
+        columns = dataset.column_names
+        # In memory: a cache file would land inside the user's data folder (next to a built corpus's arrow files).
+        encoded = dataset.map(
+            encode, batched=True, remove_columns=columns, desc=f"Tokenizing {split}", keep_in_memory=True
+        )
+        stats["truncated"][split] = int(sum(encoded["truncated"]))
+        tokenized[split] = encoded.remove_columns("truncated")
+    if any(stats["truncated"].values()):
+        logger.warning("Truncated pairs longer than the maximum lengths: %s", stats["truncated"])
+    return tokenized
+
+
+class TokenBatchSampler(torch.utils.data.Sampler):
+    """Batches of at most ``max_tokens`` padded tokens, grouped by length (fairseq's ``--max-tokens``).
+
+    Pairs are sorted by length inside shuffled chunks, packed greedily, and the batches are
+    shuffled; the order depends only on ``seed`` and the epoch (``set_epoch``), so resuming works.
+    """
+
+    def __init__(self, lengths: list[int], max_tokens: int, seed: int = 0, shuffle: bool = True):
+        too_long = [i for i, n in enumerate(lengths) if n > max_tokens]
+        if too_long:
+            raise ValueError(
+                f"max_tokens={max_tokens} is smaller than {len(too_long)} examples (the longest has "
+                f"{max(lengths)} tokens); raise max_tokens or lower max_source_length/max_target_length."
+            )
+        self.lengths, self.max_tokens, self.seed, self.shuffle = lengths, max_tokens, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        chunk = 100 * max(1, self.max_tokens // max(1, max(self.lengths)))
+        batches, batch, longest = [], [], 0
+        for start in range(0, len(order), chunk):
+            for index in sorted(order[start : start + chunk], key=lambda i: self.lengths[i]):
+                longest_if_added = max(longest, self.lengths[index])
+                if batch and longest_if_added * (len(batch) + 1) > self.max_tokens:
+                    batches.append(batch)
+                    batch, longest_if_added = [], self.lengths[index]
+                batch.append(index)
+                longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())

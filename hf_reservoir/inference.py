@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .run_folder import RESULTS_FILE, SCORING_FILE, write_run_file
+
 # What training writes into the model folder: how its final scores were computed (lengths, batch size,
 # beams), so that `hf-reservoir evaluate` scores the same model exactly as the end of training did.
-SCORING_FILE = "scoring.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 MODEL_TYPES = ("reservoir-marian", "marian")
 
@@ -68,9 +69,9 @@ def load_for_inference(model_name_or_path: str, device: str = "cpu"):
     """A saved model folder (or Hub id) and the tokenizer saved with it, ready to generate."""
     from transformers.utils import logging as hf_logging
 
+    from .checks import check_tokenizer_matches_model
     from .modeling_reservoir import ReservoirMarianMTModel
     from .tokenization import load_tokenizer
-    from .training import check_tokenizer_matches_model
 
     check_model_dir(model_name_or_path)
     bars = hf_logging.is_progress_bar_enabled()
@@ -283,10 +284,13 @@ def evaluate_saved_model(
     }
     if "source" in dataset.column_names:
         report["by_source"] = scores_by_source(hypotheses, references, dataset["source"])
+    write_evaluation(output_dir, hypotheses, report)
+    return report
+
+
+def write_evaluation(output_dir: str, hypotheses: list[str], report: dict) -> None:
+    """``generated_predictions.txt`` (one line per source line) and ``results.json`` in ``output_dir``."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "generated_predictions.txt"), "w", encoding="utf-8") as handle:
         handle.write("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
-    with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    return report
+    write_run_file(output_dir, RESULTS_FILE, report)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .metrics import format_value
+from .run_folder import CONVERGENCE_PLOT, CORPUS_STATS_FILE, RESULTS_FILE
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card_template.md")
 DEBIAN_CORPUS_NAME = "hf-reservoir Debian de-en (LibreOffice help + UI, Ding)"
@@ -33,13 +34,13 @@ class ModelCardFacts:
     corpus_stats: dict | None = None
     dataset_name: str = DEBIAN_CORPUS_NAME
     hardware: str = ""
-    plot_file: str = "convergence.png"
+    plot_file: str = CONVERGENCE_PLOT
     example_source: str = "Wählen Sie Extras - Optionen."
 
     @classmethod
     def from_run(cls, run_dir: str, model_dir: str, repo_id: str) -> ModelCardFacts:
         """Read ``results.json`` from ``run_dir`` and ``config.json`` from ``model_dir``."""
-        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
+        with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as handle:
             results = json.load(handle)
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
             config = json.load(handle)
@@ -240,9 +241,52 @@ def write_model_card(model_dir: str, run_dir: str, repo_id: str) -> str:
     card = build_model_card(facts)
     with open(os.path.join(model_dir, "LICENSE"), "w", encoding="utf-8") as handle:
         handle.write(licence_text(facts))
-    plot = os.path.join(run_dir, "convergence.png")
+    plot = os.path.join(run_dir, CONVERGENCE_PLOT)
     if os.path.exists(plot) and os.path.abspath(plot) != os.path.abspath(os.path.join(model_dir, facts.plot_file)):
         shutil.copyfile(plot, os.path.join(model_dir, facts.plot_file))
     path = os.path.join(model_dir, "README.md")
     card.save(path)
     return path
+
+
+def corpus_stats(data_path: str) -> dict | None:
+    """A built corpus's ``stats.json`` (sizes, sources, licences), or None for other data."""
+    path = os.path.join(data_path, CORPUS_STATS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _plain(value) -> str:
+    """An enum's value (``inverse_sqrt``), not its repr (``SchedulerType.INVERSE_SQRT``)."""
+    return str(getattr(value, "value", value))
+
+
+def training_facts(
+    training_args, max_tokens: int | None, trainer, lr_cooldown: float | None = None, on_clock: bool = True
+) -> dict:
+    """The settings a model card reports (``max_tokens``: the token budget per batch, if batches are by tokens)."""
+    args = training_args
+    schedule = f"{_plain(args.lr_scheduler_type)}, {args.warmup_steps:g} warm-up steps"
+    if lr_cooldown:
+        window = "training budget (wall-clock)" if on_clock else f"{args.max_steps} steps"
+        schedule += f", then linear cool-down to 0 over the last {lr_cooldown:.0%} of the {window}"
+    batch = (
+        f"{max_tokens} tokens"
+        if max_tokens
+        else f"{args.per_device_train_batch_size} pairs x {args.world_size} processes"
+    )
+    return {
+        "optimizer": f"{_plain(args.optim)} (betas {args.adam_beta1}, {args.adam_beta2}), "
+        f"weight decay {args.weight_decay}",
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": schedule,
+        "batch": batch,
+        "label_smoothing": args.label_smoothing_factor,
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "seed": args.seed,
+        "evaluation_num_beams": args.generation_num_beams or 1,
+    }

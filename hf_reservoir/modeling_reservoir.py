@@ -449,6 +449,97 @@ def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _check_weights_format(path: str, allow_pickle: bool, kwargs: dict) -> None:
+    """Refuse a folder of pickle weights unless ``allow_pickle``; prefer safetensors where both exist."""
+    if os.path.isdir(path):
+        names = set(os.listdir(path))
+        has_safetensors = any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names)
+        if not has_safetensors and any(n.endswith((".bin", ".pt", ".pth")) for n in names) and not allow_pickle:
+            raise ValueError(
+                f"{path} holds pickle weights and no safetensors file. Unpickling can run arbitrary code, so it "
+                "is refused; pass allow_pickle=True only if you trust the file, then re-save it as safetensors."
+            )
+        if has_safetensors and not allow_pickle:
+            kwargs.setdefault("use_safetensors", True)
+
+
+def _regenerated_checksums(model) -> dict[str, str]:
+    """The checksums that this config's seed produces, computed on a fresh CPU copy of each layer."""
+    fresh = {}
+    for layer_id, layer in model.reservoir_layers().items():
+        copy = {}
+        for module_name, module in layer.named_modules():
+            if getattr(module, "_reservoir_tag", None) is None:
+                continue
+            for name, param in module.named_parameters(recurse=False):
+                value = reservoir_parameter_value(model.config, module, name, param).to(param.dtype)
+                copy[f"{module_name}.{name}" if module_name else name] = value
+        fresh[layer_id] = _tensors_digest(copy)
+    return fresh
+
+
+def _seed_checksums(model) -> dict[str, str]:
+    """The reservoirs' checksums for a seed-only save, after checking that the seed still generates them."""
+    expected, actual = _regenerated_checksums(model), model.reservoir_checksums()
+    changed = sorted(k for k in actual if expected.get(k) != actual[k])
+    if changed:
+        raise ValueError(
+            f"Reservoir layers {changed} no longer equal what reservoir_seed={model.config.reservoir_seed} "
+            "generates (they were loaded or edited), so a seed cannot describe them; save with "
+            "reservoir_storage='weights'."
+        )
+    return actual
+
+
+def _left_out_of_weights(model, storage: str) -> tuple[str, ...]:
+    """Prefixes of the modules whose tensors stay out of the weights file: seed-only reservoirs, and the
+    backskip predictors when the config says not to export them."""
+    return tuple(
+        f"{name}."
+        for name, module in model.named_modules()
+        if (storage == "seed" and getattr(module, "is_reservoir", False))
+        or (not model.config.backskip_export_predictor and isinstance(module, BackskipPredictor))
+    )
+
+
+def _verify_reservoir_checksums(model) -> None:
+    """A seed-only checkpoint's regenerated reservoirs must match the checksums recorded at save time."""
+    recorded = model.config.reservoir_checksums or {}
+    actual = model.reservoir_checksums()
+    if set(recorded) != set(actual):
+        raise ValueError(
+            f"The config records reservoir checksums for {sorted(recorded)} but the model has reservoir layers "
+            f"{sorted(actual)}; the config was edited. Restore the original config.json."
+        )
+    bad = sorted(k for k in actual if actual[k] != recorded[k])
+    if bad:
+        raise ValueError(
+            f"The reservoir layers {bad} regenerated from reservoir_seed={model.config.reservoir_seed} do not "
+            f"match the checksums recorded at save time (torch {torch.__version__}). The seed or the checksums "
+            "were edited, or this torch/LAPACK build draws different numbers; load a copy saved with "
+            "reservoir_storage='weights' instead. No weights were loaded silently."
+        )
+
+
+def _parameter_summary(named_parameters) -> dict[str, dict[str, int]]:
+    summary: dict[str, dict[str, int]] = {}
+    for name, param in named_parameters:
+        parts = name.split(".")
+        if "layers" in parts:
+            group = ".".join(parts[: parts.index("layers") + 2])
+        else:
+            group = ".".join(parts[:-1]) or name
+        group = group.removeprefix("model.")
+        row = summary.setdefault(group, {"trainable": 0, "total": 0})
+        row["total"] += param.numel()
+        row["trainable"] += param.numel() if param.requires_grad else 0
+    summary["total"] = {
+        "trainable": sum(r["trainable"] for r in summary.values()),
+        "total": sum(r["total"] for r in summary.values()),
+    }
+    return summary
+
+
 class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
     """Base class: seeded reservoir initialisation, freezing, and re-freezing after loading."""
 
@@ -537,26 +628,10 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             )
         saved_fields = (self.config.reservoir_storage, self.config.reservoir_checksums)
         if storage == "seed":
-            expected = self._regenerated_checksums()
-            actual = self.reservoir_checksums()
-            changed = sorted(k for k in actual if expected.get(k) != actual[k])
-            if changed:
-                raise ValueError(
-                    f"Reservoir layers {changed} no longer equal what reservoir_seed={self.config.reservoir_seed} "
-                    "generates (they were loaded or edited), so a seed cannot describe them; save with "
-                    "reservoir_storage='weights'."
-                )
-            self.config.reservoir_storage, self.config.reservoir_checksums = "seed", actual
+            self.config.reservoir_storage, self.config.reservoir_checksums = "seed", _seed_checksums(self)
         else:
             self.config.reservoir_storage, self.config.reservoir_checksums = "weights", None
-        # Modules whose tensors stay out of the weights file: seed-only reservoirs, and the
-        # backskip predictors when the config says not to export them.
-        left_out = tuple(
-            f"{name}."
-            for name, module in self.named_modules()
-            if (storage == "seed" and getattr(module, "is_reservoir", False))
-            or (not self.config.backskip_export_predictor and isinstance(module, BackskipPredictor))
-        )
+        left_out = _left_out_of_weights(self, storage)
         if left_out:
             state_dict = kwargs.get("state_dict") or self.state_dict()
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if not k.startswith(left_out)}
@@ -564,20 +639,6 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.reservoir_storage, self.config.reservoir_checksums = saved_fields
-
-    def _regenerated_checksums(self) -> dict[str, str]:
-        """The checksums that this config's seed produces, computed on a fresh CPU copy of each layer."""
-        fresh = {}
-        for layer_id, layer in self.reservoir_layers().items():
-            copy = {}
-            for module_name, module in layer.named_modules():
-                if getattr(module, "_reservoir_tag", None) is None:
-                    continue
-                for name, param in module.named_parameters(recurse=False):
-                    value = reservoir_parameter_value(self.config, module, name, param).to(param.dtype)
-                    copy[f"{module_name}.{name}" if module_name else name] = value
-            fresh[layer_id] = _tensors_digest(copy)
-        return fresh
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_pickle: bool = False, **kwargs):
@@ -589,16 +650,7 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
         (``pytorch_model.bin``) are refused unless ``allow_pickle=True``.
         """
         path = str(pretrained_model_name_or_path)
-        if os.path.isdir(path):
-            names = set(os.listdir(path))
-            has_safetensors = any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names)
-            if not has_safetensors and any(n.endswith((".bin", ".pt", ".pth")) for n in names) and not allow_pickle:
-                raise ValueError(
-                    f"{path} holds pickle weights and no safetensors file. Unpickling can run arbitrary code, so it "
-                    "is refused; pass allow_pickle=True only if you trust the file, then re-save it as safetensors."
-                )
-            if has_safetensors and not allow_pickle:
-                kwargs.setdefault("use_safetensors", True)
+        _check_weights_format(path, allow_pickle, kwargs)
         want_info = kwargs.pop("output_loading_info", False)
         try:
             loaded = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -619,25 +671,8 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             )
         model.freeze_reservoirs()
         if model.config.reservoir_storage == "seed":
-            model._verify_reservoir_checksums()
+            _verify_reservoir_checksums(model)
         return (model, info) if want_info else model
-
-    def _verify_reservoir_checksums(self) -> None:
-        recorded = self.config.reservoir_checksums or {}
-        actual = self.reservoir_checksums()
-        if set(recorded) != set(actual):
-            raise ValueError(
-                f"The config records reservoir checksums for {sorted(recorded)} but the model has reservoir layers "
-                f"{sorted(actual)}; the config was edited. Restore the original config.json."
-            )
-        bad = sorted(k for k in actual if actual[k] != recorded[k])
-        if bad:
-            raise ValueError(
-                f"The reservoir layers {bad} regenerated from reservoir_seed={self.config.reservoir_seed} do not "
-                f"match the checksums recorded at save time (torch {torch.__version__}). The seed or the checksums "
-                "were edited, or this torch/LAPACK build draws different numbers; load a copy saved with "
-                "reservoir_storage='weights' instead. No weights were loaded silently."
-            )
 
     def parameter_summary(self) -> dict[str, dict[str, int]]:
         """Trainable and total parameter counts per layer, plus ``"total"``.
@@ -651,22 +686,7 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
             >>> summary["total"]["trainable"] < summary["total"]["total"]
             True
         """
-        summary: dict[str, dict[str, int]] = {}
-        for name, param in self.named_parameters():
-            parts = name.split(".")
-            if "layers" in parts:
-                group = ".".join(parts[: parts.index("layers") + 2])
-            else:
-                group = ".".join(parts[:-1]) or name
-            group = group.removeprefix("model.")
-            row = summary.setdefault(group, {"trainable": 0, "total": 0})
-            row["total"] += param.numel()
-            row["trainable"] += param.numel() if param.requires_grad else 0
-        summary["total"] = {
-            "trainable": sum(r["trainable"] for r in summary.values()),
-            "total": sum(r["total"] for r in summary.values()),
-        }
-        return summary
+        return _parameter_summary(self.named_parameters())
 
 
 class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):

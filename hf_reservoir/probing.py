@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .run_folder import MODEL_DIR
+
 TASKS = ("length", "word_content", "bigram_shift", "source", "token_identity")
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
 WORD = re.compile(r"^[a-zäöüß]+$")
@@ -280,7 +282,7 @@ def random_init_twin(model):
 def model_name(path: str) -> str:
     """``runs/demo/model`` -> ``demo``; any other folder by its own name."""
     path = os.path.normpath(path)
-    return os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "model" else os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if os.path.basename(path) == MODEL_DIR else os.path.basename(path)
 
 
 def probe_sentences(data_path: str, source_lang: str, target_lang: str, settings: ProbeSettings):

@@ -27,6 +27,8 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from .run_folder import CONVERGENCE_FILE
+
 RUN_NAME = re.compile(r"^(?P<model>.+)-N(?P<n>\d+)-seed(?P<seed>\d+)$")
 
 
@@ -75,7 +77,7 @@ def load_recipe_runs(folders: list[str], models: list[str]) -> dict[tuple[int, s
             raise ValueError(f"{folder} is not a folder of runs; check the recipe's folders in the config.")
         for name in sorted(os.listdir(folder)):
             match = RUN_NAME.match(name)
-            path = os.path.join(folder, name, "convergence.json")
+            path = os.path.join(folder, name, CONVERGENCE_FILE)
             if not match or match["model"] not in models or not os.path.isfile(path):
                 continue
             with open(path, encoding="utf-8") as handle:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # every reservoir type is a model
+from .run_folder import RESULTS_FILE, TRAIN_LOG
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -174,12 +175,12 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
 
 
 def finished(config: SweepConfig, cell: Cell) -> bool:
-    return os.path.exists(os.path.join(config.output_dir, cell.name, "results.json"))
+    return os.path.exists(os.path.join(config.output_dir, cell.name, RESULTS_FILE))
 
 
 def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable) -> list[str]:
     """The run's command; an unfinished run with a complete checkpoint resumes from it (clock and curve too)."""
-    from .training import last_checkpoint
+    from .checks import last_checkpoint
 
     command = [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
     if last_checkpoint(os.path.join(config.output_dir, cell.name)):
@@ -192,7 +193,7 @@ def open_log(config: SweepConfig, cell: Cell, command: list[str]):
     resuming."""
     run_dir = os.path.join(config.output_dir, cell.name)
     os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, "train.log")
+    path = os.path.join(run_dir, TRAIN_LOG)
     resuming = "--resume_from_checkpoint" in command
     log = open(path, "a" if resuming else "w", encoding="utf-8")  # noqa: SIM115 - the caller closes it
     if resuming:

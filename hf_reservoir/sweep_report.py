@@ -25,6 +25,7 @@ import statistics
 
 from .convergence import aucc, time_to_target
 from .metrics import format_value
+from .run_folder import CONVERGENCE_FILE, RESULTS_FILE, read_run_file
 from .sweep import Cell, SweepConfig, cells, reference_model, split_model
 
 
@@ -47,10 +48,7 @@ def load_runs(config: SweepConfig) -> dict[Cell, dict]:
     for cell in cells(config):
         run_dir = os.path.join(config.output_dir, cell.name)
         try:
-            with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as handle:
-                results = json.load(handle)
-            with open(os.path.join(run_dir, "convergence.json"), encoding="utf-8") as handle:
-                convergence = json.load(handle)
+            results, convergence = read_run_file(run_dir, RESULTS_FILE), read_run_file(run_dir, CONVERGENCE_FILE)
         except FileNotFoundError:
             continue
         runs[cell] = {"results": results, "convergence": convergence}
@@ -90,16 +88,17 @@ def _group_row(config: SweepConfig, model: str, n: int, members: dict[int, dict]
         "total_parameters": results["parameters"]["total"],
         "runs": sorted(os.path.join(config.output_dir, m["cell"].name) for m in members.values()),
     }
-    for key, name in [
-        ("peak_bleu", "max_valid_bleu"),
-        ("time_to_peak_seconds", "time_to_max_seconds"),
-        ("steps_to_peak", "steps_to_peak"),
-        ("seconds_per_step", "seconds_per_step"),
-        ("seconds_per_epoch", "seconds_per_epoch"),
-        ("aucc_normalized", "aucc_normalized"),
-        ("test_bleu", "test_bleu"),
-    ]:
-        row[name] = _mean_std([m[key] for m in members.values()])
+    # The run's names (convergence.json's summary), averaged over seeds: one name from the run files to the table.
+    for key in (
+        "peak_bleu",
+        "time_to_peak_seconds",
+        "steps_to_peak",
+        "seconds_per_step",
+        "seconds_per_epoch",
+        "aucc_normalized",
+        "test_bleu",
+    ):
+        row[key] = _mean_std([m[key] for m in members.values()])
     row["to_target"] = {}
     for target in next(iter(members.values()))["to_target"]:
         hits = [m["to_target"][target] for m in members.values()]
@@ -223,11 +222,12 @@ def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
             if model not in measured:
                 continue
             row = _group_row(config, model, n, measured[model], runs)
+            row["reference"] = reference  # the model every ratio of this row is taken against (not always regular)
             if model != reference and reference in measured:
                 row["paired"] = _paired(measured[model], measured[reference], runs)
-                row["ratio_to_regular"] = row["paired"]["time_to_peak_ratio"][0]
+                row["time_to_peak_ratio_to_reference"] = row["paired"]["time_to_peak_ratio"][0]
             else:
-                row["ratio_to_regular"] = 1.0 if model == reference else None
+                row["time_to_peak_ratio_to_reference"] = 1.0 if model == reference else None
             summary[f"{model}/N{n}"] = row
     return summary, all_targets
 
@@ -241,15 +241,21 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.values():
-        ratio = row["ratio_to_regular"]
+        ratio = row["time_to_peak_ratio_to_reference"]
         ratio = "n/a" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
         lines.append(
             f"| {row['model']} | {row['updatable_layers']} | {row['reservoir_layers']} | {row['encoder_layout']} | "
-            f"{_pm(row['max_valid_bleu'])} | {_pm(row['time_to_max_seconds'], 0)} | {ratio} | "
+            f"{_pm(row['peak_bleu'])} | {_pm(row['time_to_peak_seconds'], 0)} | {ratio} | "
             f"{_pm(row['steps_to_peak'], 0)} | {_pm(row['seconds_per_step'], 3)} | {_pm(row['aucc_normalized'])} | "
             f"{_pm(row['seconds_per_epoch'], 0)} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
             f"{_pm(row['test_bleu'])} | {', '.join(row['stopped_by'])} | {row['seeds']} |"
         )
+    return "\n".join(lines + _target_tables(summary, targets, reference) + _paired_table(summary, reference)) + "\n"
+
+
+def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
+    """Per N: training seconds (steps) to each BLEU target, per model."""
+    lines = []
     for n, target in targets.items():
         names = list(target["targets"])
         lines += [
@@ -271,7 +277,12 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
                 for hit in row["to_target"].values()
             ]
             lines.append(f"| {row['model']} | " + " | ".join(cells_) + " |")
-    lines += [
+    return lines
+
+
+def _paired_table(summary: dict, reference: str) -> list[str]:
+    """Same-seed ratios and differences with the reference model, and whether each pair shared a lane."""
+    lines = [
         "",
         f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± std over "
         "seeds. Paired in one lane: seeds whose two runs took turns in one lane over the same hours, read from the "
@@ -293,7 +304,7 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
                 + "; ".join(f"{name}: {_pm(value)}" for name, value in p["time_to_target_ratio"].items())
                 + " |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def build_report(config: SweepConfig, report_dir: str) -> str:

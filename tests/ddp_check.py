@@ -22,7 +22,7 @@ from transformers import Seq2SeqTrainingArguments, default_data_collator  # noqa
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel  # noqa: E402
 from hf_reservoir.convergence import ConvergenceCallback  # noqa: E402
-from hf_reservoir.training import ReservoirSeq2SeqTrainer  # noqa: E402
+from hf_reservoir.trainer import ReservoirSeq2SeqTrainer  # noqa: E402
 
 
 def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:

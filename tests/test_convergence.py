@@ -209,7 +209,7 @@ def test_stopped_by_names_the_trainers_own_end(tmp_path):
 
 
 def test_progress_shows_steps_clock_and_best_bleu(args, capsys):
-    from hf_reservoir.convergence import ConvergenceProgressCallback
+    from hf_reservoir.progress import ConvergenceProgressCallback
 
     clock = FakeClock()
     callback = ConvergenceCallback(clock=clock)
@@ -342,7 +342,7 @@ def test_convergence_figures_reach_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
 
     data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
     scores = iter([1.0, 3.0, 2.0])

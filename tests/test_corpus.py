@@ -137,6 +137,33 @@ def test_existing_corpus_is_not_overwritten(tmp_path):
 
 
 @pytest.mark.slow
+def test_runs_that_start_together_build_the_corpus_once(tmp_path, monkeypatch):
+    """Four runs that find no corpus at once: one builds it, the others wait for it and build nothing."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow_build(output_dir, **kwargs):
+        calls.append(output_dir)
+        time.sleep(0.3)  # long enough for every other caller to find no stats.json without the lock
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "stats.json"), "w", encoding="utf-8") as handle:
+            handle.write("{}")
+
+    monkeypatch.setattr(corpus_module, "build_corpus", slow_build)
+    target = str(tmp_path / "data" / "de-en")
+    built = []
+    threads = [
+        threading.Thread(target=lambda: built.append(corpus_module.build_corpus_once(target))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [target] and sorted(built) == [False, False, False, True]
+
+
 def test_real_corpus_build(corpus_dir, tmp_path):
     from datasets import load_from_disk
 

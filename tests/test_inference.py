@@ -141,7 +141,7 @@ def test_loading_the_best_checkpoint_warns_only_about_keys_really_missing(tmp_pa
     from safetensors.torch import load_file
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
 
     model = ReservoirMarianMTModel(tiny_config(num_encoder_reservoir_layers=2))
     model.save_pretrained(tmp_path / "checkpoint")
@@ -161,7 +161,8 @@ def test_loading_the_best_checkpoint_warns_only_about_keys_really_missing(tmp_pa
 def test_no_pin_memory_on_a_machine_without_an_accelerator():
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_reservoir.training import ConvergenceArguments, DataArguments, ModelArguments, check_run_settings
+    from hf_reservoir.arguments import ConvergenceArguments, DataArguments, ModelArguments
+    from hf_reservoir.checks import check_run_settings
 
     args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none")  # the main job's: no use_cpu
     assert args.dataloader_pin_memory  # the Trainer's default, which warns on the CPU
@@ -172,7 +173,8 @@ def test_no_pin_memory_on_a_machine_without_an_accelerator():
 def test_the_progress_bar_ends_on_the_last_evaluation(tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from hf_reservoir.convergence import ConvergenceCallback, ConvergenceProgressCallback
+    from hf_reservoir.convergence import ConvergenceCallback
+    from hf_reservoir.progress import ConvergenceProgressCallback
 
     clock = ConvergenceCallback()
     progress = ConvergenceProgressCallback(clock, show_bar=True)

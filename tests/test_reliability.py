@@ -6,15 +6,9 @@ import os
 import pytest
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel
+from hf_reservoir.arguments import DataArguments, ModelArguments
+from hf_reservoir.checks import check_output_dir, check_tokenizer_matches_model, last_checkpoint, resolve_tokenizer
 from hf_reservoir.cli import main as cli_main
-from hf_reservoir.training import (
-    DataArguments,
-    ModelArguments,
-    check_output_dir,
-    check_tokenizer_matches_model,
-    last_checkpoint,
-    resolve_tokenizer,
-)
 
 from .conftest import tiny_config
 
@@ -127,7 +121,7 @@ def test_a_reservoir_type_without_a_count_is_refused():
 
 
 def test_shape_flags_that_contradict_a_saved_model_are_refused(tmp_path):
-    from hf_reservoir.training import check_shape_flags
+    from hf_reservoir.checks import check_shape_flags
 
     config = tiny_config(num_encoder_reservoir_layers=2)
     check_shape_flags(ModelArguments(), config)  # nothing set: the saved model decides
@@ -313,7 +307,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_sentence(tmp_path):
 
 
 def test_an_invalid_config_in_a_checkpoint_is_named(tmp_path):
-    from hf_reservoir.training import check_resume_layout
+    from hf_reservoir.checks import check_resume_layout
 
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=f"Cannot resume from {tmp_path}: its {tmp_path / 'config.json'}"):

@@ -121,7 +121,7 @@ def test_miniature_grid_end_to_end(corpus_dir, tokenizer_dir, tmp_path):
     # Every number comes from the run files: rebuild the report and compare with the runs' own summaries.
     summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
     run = json.loads((tmp_path / "runs" / "ffn-N1-seed1" / "convergence.json").read_text())["summary"]
-    assert summary["ffn/N1"]["max_valid_bleu"][0] == pytest.approx(run["peak_bleu"])
+    assert summary["ffn/N1"]["peak_bleu"][0] == pytest.approx(run["peak_bleu"])
     assert summary["ffn/N1"]["aucc_normalized"][0] == pytest.approx(run["aucc_normalized"])
     # A second invocation skips finished cells (resume).
     again = subprocess.run([sys.executable, script, str(sweep)], capture_output=True, text=True, timeout=600)
@@ -222,6 +222,57 @@ def test_a_a_lane_measures_a_slowed_copy_as_slower(corpus_dir, tokenizer_dir, tm
     summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
     a, b = summary["regular@a/N1"], summary["regular@b/N1"]
     # the same model and seed: the same curve by steps, and b's 30 sleeps of 0.2 s show in its clock
-    assert a["max_valid_bleu"][0] == pytest.approx(b["max_valid_bleu"][0])
+    assert a["peak_bleu"][0] == pytest.approx(b["peak_bleu"][0])
     assert b["seconds_per_step"][0] - a["seconds_per_step"][0] > 0.1
     assert b["paired"]["seconds_per_step_ratio"][0] > 1.0
+
+
+def _fake_run(model: str, seed: int, peak_seconds: float, lane: str) -> dict:
+    """A finished run's files as the report reads them: a curve that peaks at ``peak_seconds``."""
+    evaluations = [
+        {"train_seconds": peak_seconds / 2, "step": 100, "epoch": 1.0, "bleu": 5.0},
+        {"train_seconds": peak_seconds, "step": 200, "epoch": 2.0, "bleu": 10.0},
+        {"train_seconds": peak_seconds * 1.5, "step": 300, "epoch": 3.0, "bleu": 9.0},
+    ]
+    summary = {
+        "peak_bleu": 10.0,
+        "time_to_peak_seconds": peak_seconds,
+        "step_at_peak": 200,
+        "seconds_per_step": peak_seconds * 1.5 / 300,
+        "seconds_per_epoch": peak_seconds / 2,
+        "train_seconds": peak_seconds * 1.5,
+        "stopped_by": "patience",
+    }
+    results = {
+        "encoder_layout": "LRL",
+        "parameters": {"trainable": 10, "total": 12},
+        "sharing": {"scheme": "lane", "lane": lane},
+        "history": [{"from_step": 0, "clock": 0.0, "started": 0.0, "ended": 100.0, "lane": lane}],
+    }
+    return {"results": results, "convergence": {"summary": summary, "evaluations": evaluations}}
+
+
+def test_every_ratio_is_taken_against_the_reference_model_it_names():
+    """With reference_model: transformer, regular's ratio is regular / transformer (not 1, not regular / regular)."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import markdown_tables, summarise
+
+    config = SweepConfig(
+        train_config="unused.yaml",
+        output_dir="unused",
+        models=["regular", "transformer"],
+        updatable_layers=[2],
+        seeds=[1, 2],
+        reservoir_layers=1,
+        reference_model="transformer",
+    )
+    seconds = {("regular", 1): 300.0, ("regular", 2): 600.0, ("transformer", 1): 200.0, ("transformer", 2): 300.0}
+    runs = {Cell(m, 2, s): _fake_run(m, s, t, lane=f"lane-{s}") for (m, s), t in seconds.items()}
+    summary, _ = summarise(config, runs)
+    regular, transformer = summary["regular/N2"], summary["transformer/N2"]
+    assert regular["reference"] == transformer["reference"] == "transformer"
+    assert regular["time_to_peak_ratio_to_reference"] == pytest.approx((300 / 200 + 600 / 300) / 2)
+    assert transformer["time_to_peak_ratio_to_reference"] == 1.0
+    assert regular["peak_bleu"][0] == pytest.approx(10.0)  # the run files' own name for the peak
+    table = markdown_tables(summary, {}, "transformer")
+    assert "ratio to transformer (paired)" in table and "| regular | 2 | 0 | LRL |" in table and "| 1.75 |" in table

@@ -8,16 +8,11 @@ import pytest
 import torch
 import yaml
 
+from hf_reservoir.arguments import ConvergenceArguments, DataArguments, ModelArguments
+from hf_reservoir.checks import check_resume_layout, check_tokenizer_matches_model
 from hf_reservoir.convergence import ConvergenceCallback
-from hf_reservoir.training import (
-    ConvergenceArguments,
-    DataArguments,
-    ModelArguments,
-    TokenBatchSampler,
-    check_resume_layout,
-    check_tokenizer_matches_model,
-    run_training,
-)
+from hf_reservoir.data import TokenBatchSampler
+from hf_reservoir.training import run_training
 
 from .conftest import REPO_ROOT, tiny_config, tiny_training_config
 
@@ -151,7 +146,7 @@ def test_cooldown_without_an_end_is_refused_before_training(tmp_path):
 
 
 def test_evaluation_splits_generate_longest_first():
-    from hf_reservoir.training import longest_first
+    from hf_reservoir.inference import longest_first
 
     assert longest_first([[1], [1, 2, 3], [1, 2], [4, 5, 6], []]) == [1, 3, 2, 0, 4]  # ties keep their order
 
@@ -159,7 +154,7 @@ def test_evaluation_splits_generate_longest_first():
 def test_per_source_scores_need_predictions_in_dataset_order():
     import numpy as np
 
-    from hf_reservoir.training import check_dataset_order
+    from hf_reservoir.metrics import check_dataset_order
 
     labels = [[7, 8, 9, 0], [5, 0], [6, 6, 0]]
     returned = np.array([[7, 8, 9, 0], [5, 0, -100, -100], [6, 6, 0, 2]])  # 2 = pad, where batches were joined
@@ -174,7 +169,7 @@ def test_evaluation_keeps_its_order_when_training_groups_by_length(tmp_path):
     from transformers import Seq2SeqTrainingArguments
 
     from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
 
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path), train_sampling_strategy="group_by_length", report_to="none", use_cpu=True
@@ -201,7 +196,7 @@ def test_optimizer_holds_trainable_parameters_only(tmp_path):
     from transformers import Seq2SeqTrainingArguments
 
     from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.training import ReservoirSeq2SeqTrainer
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
 
     model = ReservoirMarianMTModel(tiny_config(num_encoder_reservoir_layers=2, reservoir_type="bigru"))
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), weight_decay=0.1, report_to="none", use_cpu=True)
@@ -329,7 +324,7 @@ def test_push_to_hub_without_a_token_is_refused_before_training(tmp_path, monkey
     model_args, data_args, training_args, _ = tiny_args(
         str(tmp_path / "no-corpus"), None, tmp_path / "run", push_to_hub=True, hub_model_id="someone/x"
     )
-    with pytest.raises(ValueError, match="push_to_hub needs a Hub token"):
+    with pytest.raises(ValueError, match="no Hub token for the upload: pass --hub_token"):
         run_training(model_args, data_args, training_args, ConvergenceArguments())
     assert not (tmp_path / "run").exists()
 
@@ -431,25 +426,46 @@ def test_shipped_configs_parse_and_validate(name):
         ConvergenceCallback(lr_cooldown=convergence_args.lr_cooldown)
 
 
-def test_every_reservoir_setting_of_the_config_is_a_flag_with_the_same_default():
-    """The config's reservoir fields and the command line agree on names and defaults."""
+def test_the_reservoir_flags_are_derived_from_the_config():
+    """Every field the config adds to MarianConfig is a flag with the config's default and its docstring's help,
+    and a field added to a config becomes a flag without a second declaration."""
     from dataclasses import fields
 
-    from hf_reservoir import ReservoirMarianConfig
+    from transformers import MarianConfig
 
-    config_defaults = {f.name: f.default for f in fields(ReservoirMarianConfig)}
-    reservoir_fields = {
-        name
-        for name in config_defaults
-        if name.startswith(("reservoir_", "backskip_")) or "reservoir" in name or name == "layernorm_position"
-    } - {"reservoir_checksums"}  # written at save time, never set by hand
+    from hf_reservoir import ReservoirMarianConfig
+    from hf_reservoir.arguments import config_field_help, reservoir_flags
+
+    marian = {f.name for f in fields(MarianConfig)}
+    added = {f.name: f for f in fields(ReservoirMarianConfig) if f.name not in marian}
+    del added["reservoir_checksums"]  # written at save time, never set by hand
     flags = {f.name: f for f in fields(ModelArguments)}
-    assert reservoir_fields <= set(flags), reservoir_fields - set(flags)
-    for name in reservoir_fields:
-        flag = flags[name]
-        default = flag.default_factory() if callable(flag.default_factory) else flag.default
-        if name == "reservoir_type" and default is None:
-            # None means "not given": the config's default applies; given without layers it is refused.
-            assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_defaults[name]
+    assert set(added) <= set(flags), set(added) - set(flags)
+    docs = config_field_help()
+    for name, config_field in added.items():
+        assert flags[name].metadata["help"] == docs[name] and len(docs[name]) > 20, name
+        if name == "reservoir_type":  # None: not given, so the config's default applies
+            assert flags[name].default is None
+            assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_field.default
             continue
-        assert default == config_defaults[name], name
+        assert flags[name].default == config_field.default, name
+
+    class WiderConfig(ReservoirMarianConfig):
+        """A config with one more reservoir knob.
+
+        Args:
+            reservoir_gain (`float`, defaults to 1.0):
+                Scale of the reservoir outputs.
+        """
+
+        reservoir_gain: float = 1.0
+
+    derived = {name: (kind, spec) for name, kind, spec in reservoir_flags(WiderConfig)}
+    assert derived["reservoir_gain"][0] is float and derived["reservoir_gain"][1].default == 1.0
+    assert derived["reservoir_gain"][1].metadata["help"] == "Scale of the reservoir outputs."
+
+    class UndocumentedConfig(ReservoirMarianConfig):
+        reservoir_gain: float = 1.0
+
+    with pytest.raises(ValueError, match="UndocumentedConfig.reservoir_gain has no entry in the class docstring"):
+        reservoir_flags(UndocumentedConfig)

@@ -22,8 +22,8 @@ import torch
 from transformers import DataCollatorForSeq2Seq
 
 from ..configuration_reservoir import ReservoirMarianConfig
+from ..data import TokenBatchSampler
 from ..modeling_reservoir import ReservoirMarianMTModel
-from ..training import TokenBatchSampler
 
 BASE = dict(
     d_model=128,
@@ -177,7 +177,7 @@ PROG = "hf-reservoir bench recipe-speed"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from .step_cost import machine, write_report
+    from .measure import machine, write_report
 
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -14,12 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from transformers import MarianConfig, MarianMTModel
@@ -32,99 +26,9 @@ from ..modeling_reservoir import (
     build_encoder_layer,
     skipped_reservoir_forward,
 )
-
-
-def shapes(name: str) -> dict:
-    """Benchmark shapes: ``cpu`` (committed CPU table), ``gpu`` (the paper's IWSLT'14 sizes) or ``tiny``."""
-    if name == "gpu":
-        # transformer_iwslt_de_en: d_model 512, FFN 1024, 4 heads, N = 6, k = 2; ~4,096 tokens per batch.
-        return dict(
-            d_model=512,
-            ffn=1024,
-            heads=4,
-            batch=128,
-            length=32,
-            vocab=8000,
-            layers=6,
-            k=2,
-            repeats=30,
-            warmup=5,
-            gen_batch=64,
-            gen_tokens=32,
-        )
-    if name == "tiny":
-        return dict(
-            d_model=32,
-            ffn=64,
-            heads=2,
-            batch=4,
-            length=8,
-            vocab=100,
-            layers=3,
-            k=1,
-            repeats=3,
-            warmup=1,
-            gen_batch=2,
-            gen_tokens=4,
-        )
-    # The CPU demo's width and the paper's layer counts, at a batch the CPU handles in ~0.1 s/step.
-    return dict(
-        d_model=256,
-        ffn=1024,
-        heads=4,
-        batch=32,
-        length=24,
-        vocab=8000,
-        layers=6,
-        k=2,
-        repeats=15,
-        warmup=3,
-        gen_batch=16,
-        gen_tokens=24,
-    )
-
-
-def base_config(s: dict, **overrides) -> dict:
-    config = dict(
-        vocab_size=s["vocab"],
-        d_model=s["d_model"],
-        encoder_ffn_dim=s["ffn"],
-        decoder_ffn_dim=s["ffn"],
-        encoder_attention_heads=s["heads"],
-        decoder_attention_heads=s["heads"],
-        decoder_layers=2,
-        max_position_embeddings=128,
-        pad_token_id=s["vocab"] - 1,
-        decoder_start_token_id=s["vocab"] - 1,
-        eos_token_id=0,
-        forced_eos_token_id=0,
-        dropout=0.0,
-        scale_embedding=True,
-    )
-    config.update(overrides)
-    return config
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str) -> dict:
-    """Median seconds per candidate; each repeat runs every candidate once, in rotating order."""
-    times = {name: [] for name in candidates}
-    names = list(candidates)
-    for repeat in range(warmup + repeats):
-        order = names[repeat % len(names) :] + names[: repeat % len(names)]
-        for name in order:
-            synchronize(device)
-            start = time.perf_counter()
-            candidates[name]()
-            synchronize(device)
-            if repeat >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
+from .compile_cost import compile_table, compiled
+from .measure import interleaved, machine, write_report
+from .variants import base_config, batch_for, model_variants, shapes
 
 # ---------------------------------------------------------------------------------------------
 # Per layer
@@ -186,47 +90,6 @@ def per_layer(s: dict, device: str, dtype: torch.dtype) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Whole model
 # ---------------------------------------------------------------------------------------------
-
-
-def model_variants(s: dict) -> dict[str, torch.nn.Module]:
-    n, k = s["layers"], s["k"]
-    common = base_config(s)
-    torch.manual_seed(0)
-    variants: dict[str, torch.nn.Module] = {
-        "vanilla MarianMTModel (N)": MarianMTModel(MarianConfig(**common, encoder_layers=n))
-    }
-    variants["ours, no reservoirs (N)"] = ReservoirMarianMTModel(ReservoirMarianConfig(**common, encoder_layers=n))
-    variants["ours, N + k trainable"] = ReservoirMarianMTModel(ReservoirMarianConfig(**common, encoder_layers=n + k))
-    for reservoir_type in TYPES:
-        variants[f"ours, N + k {reservoir_type} reservoirs"] = ReservoirMarianMTModel(
-            ReservoirMarianConfig(
-                **common, encoder_layers=n + k, num_encoder_reservoir_layers=k, reservoir_type=reservoir_type
-            )
-        )
-    for mode in ("identity", "learned"):
-        variants[f"ours, N + k transformer reservoirs, backskip {mode}"] = ReservoirMarianMTModel(
-            ReservoirMarianConfig(
-                **common,
-                encoder_layers=n + k,
-                num_encoder_reservoir_layers=k,
-                reservoir_type="transformer",
-                backskip_mode=mode,
-                backskip_warmup_steps=0,
-                backskip_anneal_factor=0.0,
-            )
-        )
-    return variants
-
-
-def batch_for(s: dict, device: str) -> dict:
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(1, s["vocab"] - 1, (s["batch"], s["length"]), generator=generator)
-    labels = torch.randint(1, s["vocab"] - 1, (s["batch"], s["length"]), generator=generator)
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": torch.ones_like(input_ids).to(device),
-        "labels": labels.to(device),
-    }
 
 
 def whole_model(s: dict, device: str, dtype: torch.dtype) -> dict:
@@ -327,98 +190,6 @@ def generation(s: dict, device: str, dtype: torch.dtype) -> dict:
     return results
 
 
-# ---------------------------------------------------------------------------------------------
-# torch.compile
-# ---------------------------------------------------------------------------------------------
-
-COMPILE_VARIANTS = (
-    "ours, no reservoirs (N)",
-    "ours, N + k transformer reservoirs",
-    "ours, N + k ffn reservoirs",
-    "ours, N + k bigru reservoirs",
-    "ours, N + k cnn reservoirs",
-    "ours, N + k transformer reservoirs, backskip identity",
-)
-
-
-def compiled(s: dict, device: str, dtype: torch.dtype, backend: str) -> dict:
-    """Graph breaks (``torch._dynamo.explain``) and the compiled/eager step-time ratio of each model.
-
-    A model that fails to compile is reported with its error instead of stopping the benchmark.
-    """
-    import torch._dynamo
-
-    batch = batch_for(s, device)
-    all_variants = model_variants(s)
-    results = {}
-    for name in COMPILE_VARIANTS:
-        model = all_variants[name].to(device, dtype).train()
-        torch._dynamo.reset()
-        row: dict = {}
-        try:
-            explanation = torch._dynamo.explain(model)(**batch)
-            row["graph_breaks"] = explanation.graph_break_count
-            row["break_reasons"] = sorted({str(b.reason).splitlines()[0][:160] for b in explanation.break_reasons})
-            torch._dynamo.reset()
-            fast = torch.compile(model, backend=backend)
-
-            def step(m):
-                def run():
-                    m(**batch).loss.backward()
-                    m.zero_grad(set_to_none=True)
-
-                return run
-
-            start = time.perf_counter()
-            step(fast)()  # compile before timing
-            synchronize(device)
-            row["compile_seconds"] = time.perf_counter() - start
-            times = interleaved({"eager": step(model), "compiled": step(fast)}, s["repeats"], s["warmup"], device)
-            row.update(eager_seconds=times["eager"], compiled_seconds=times["compiled"])
-            row["ratio"] = times["compiled"] / times["eager"]
-        except Exception as error:  # noqa: BLE001 - a benchmark reports what failed and goes on
-            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        results[name] = row
-        del model
-        gc.collect()
-    return results
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def machine(device: str) -> dict:
-    info = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _compile_table(report: dict) -> list[str]:
-    lines = [
-        "",
-        f"## torch.compile (backend {report['compile_backend']}): training step, compiled vs eager",
-        "",
-        "| model | graph breaks | compile s | eager ms | compiled ms | ratio | break reasons or error |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, row in report["compile"].items():
-        if "error" in row and "ratio" not in row:
-            lines.append(f"| {name} | {row.get('graph_breaks', '?')} | | | | | {row['error']} |")
-            continue
-        lines.append(
-            f"| {name} | {row['graph_breaks']} | {row['compile_seconds']:.1f} | {row['eager_seconds'] * 1000:.2f} "
-            f"| {row['compiled_seconds'] * 1000:.2f} | {row['ratio']:.3f} | {'; '.join(row['break_reasons'])} |"
-        )
-    return lines
-
-
 def markdown(report: dict) -> str:
     s, m = report["shapes"], report["machine"]
     lines = [
@@ -470,7 +241,7 @@ def markdown(report: dict) -> str:
             f"{row['ratio']:.3f} | {row['identical_tokens']} |"
         )
     if report.get("compile"):
-        lines += _compile_table(report)
+        lines += compile_table(report)
     lines += ["", "## Checks against the targets", ""]
     lines += [f"- {check}" for check in report["checks"]]
     return "\n".join(lines) + "\n"
@@ -542,16 +313,6 @@ def main(argv: list[str] | None = None) -> dict:
     report["checks"] = checks(report)
     write_report(args.output_dir, args.name or f"step_cost_{args.device}", report, markdown(report))
     return report
-
-
-def write_report(output_dir: str, stem: str, report: dict, text: str) -> None:
-    """Write ``STEM.json`` and ``STEM.md`` into ``output_dir`` and print the markdown (every benchmark's output)."""
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, f"{stem}.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    with open(os.path.join(output_dir, f"{stem}.md"), "w", encoding="utf-8") as handle:
-        handle.write(text)
-    print(text)
 
 
 if __name__ == "__main__":

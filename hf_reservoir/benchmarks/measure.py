@@ -1,0 +1,60 @@
+"""How every benchmark measures and reports: interleaved repeats with medians, the machine, the report files.
+
+Candidates take turns inside each repeat, so drift in machine speed hits them alike; a benchmark reports
+ratios to a baseline measured in the same run, never against a timing taken at another time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str) -> dict:
+    """Median seconds per candidate; each repeat runs every candidate once, in rotating order."""
+    times = {name: [] for name in candidates}
+    names = list(candidates)
+    for repeat in range(warmup + repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        for name in order:
+            synchronize(device)
+            start = time.perf_counter()
+            candidates[name]()
+            synchronize(device)
+            if repeat >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def machine(device: str) -> dict:
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_report(output_dir: str, stem: str, report: dict, text: str) -> None:
+    """Write ``STEM.json`` and ``STEM.md`` into ``output_dir`` and print the markdown (every benchmark's output)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, f"{stem}.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    with open(os.path.join(output_dir, f"{stem}.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(text)

@@ -1,0 +1,237 @@
+"""Checks that run before any training: settings, the output folder, the tokenizer, a resume.
+
+Each refuses a bad value with one sentence (what was wrong, which value, what to do) before data is read
+or a model is built, so that a mistake costs seconds, not a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import torch
+from transformers.utils import CONFIG_NAME
+
+from .arguments import ConvergenceArguments, DataArguments, ModelArguments
+from .configuration_reservoir import ReservoirMarianConfig, reservoir_types_per_layer
+from .run_folder import CHECKPOINT_NAME, MODEL_DIR, TOKENIZER_DIR, earlier_run_files
+from .stopping import check_cooldown_end
+
+logger = logging.getLogger(__name__)
+
+
+def check_run_settings(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args,
+    convergence_args: ConvergenceArguments,
+) -> ReservoirMarianConfig:
+    """Check the settings that need more than one arguments object, before touching data (a bad config fails
+    in a second); returns the validated config of the model the flags ask for (the tokenizer's vocabulary and
+    special ids are filled in once it is loaded)."""
+    config = ReservoirMarianConfig(**model_args.config_kwargs())
+    if not model_args.model_name_or_path:
+        check_lengths(data_args, model_args.max_position_embeddings)
+    if training_args.dataloader_pin_memory and not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on the CPU it only warns
+    if not training_args.predict_with_generate:  # BLEU needs generated ids, not logits
+        logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
+        training_args.predict_with_generate = True
+    check_cooldown_end(convergence_args.lr_cooldown, convergence_args.budget_seconds, training_args.max_steps)
+    return config
+
+
+def check_lengths(data_args: DataArguments, max_position_embeddings: int) -> None:
+    """Sources and targets must fit the model's position table."""
+    for name in ("max_source_length", "max_target_length"):
+        value = getattr(data_args, name)
+        if value > max_position_embeddings:
+            raise ValueError(
+                f"{name}={value} exceeds the model's max_position_embeddings={max_position_embeddings}; lower "
+                f"{name}, or build the model with max_position_embeddings >= {value}."
+            )
+
+
+def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig) -> None:
+    """Refuse model flags that were set away from their defaults and contradict a loaded model."""
+    from dataclasses import fields
+
+    loaded, defaults = config.to_dict(), ModelArguments()
+    contradictions = []
+    for f in fields(ModelArguments):
+        value = getattr(model_args, f.name)
+        if f.name not in loaded or value == getattr(defaults, f.name):
+            continue  # not a config field, or not set (or set to the default): the loaded model decides
+        saved = loaded[f.name]
+        if f.name == "reservoir_type":  # one type, or one per reservoir: compared per reservoir layer
+            value = reservoir_types_per_layer(value, config.num_encoder_reservoir_layers)
+            saved = list(config.encoder_reservoir_types.values())
+        if value != saved:
+            contradictions.append(
+                f"{f.name}: asked {getattr(model_args, f.name)!r}, the saved model has {loaded[f.name]!r}"
+            )
+    if contradictions:
+        raise ValueError(
+            f"model_name_or_path loads a saved model whose shape differs from the flags: {'; '.join(contradictions)}. "
+            "Drop those flags to continue from the saved model, or drop model_name_or_path to build a new one."
+        )
+
+
+def check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
+    """Refuse to overwrite an earlier run's files, and an output_dir that cannot be written, before training."""
+    model_dir = os.path.join(output_dir, MODEL_DIR)
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"{model_dir} is a file, but the trained model is saved there; move or delete it.")
+    earlier = earlier_run_files(output_dir)
+    if earlier and not resuming:
+        if not overwrite:
+            raise ValueError(
+                f"output_dir={output_dir} holds an earlier run ({', '.join(earlier)}). Resume it with "
+                "--resume_from_checkpoint last, start over with --overwrite_output_dir true (its files are "
+                "replaced), or choose a new output_dir."
+            )
+        for name in earlier:  # a fresh start: the old tokenizer and checkpoints must not leak into it
+            path = os.path.join(output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, ".write_test")
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"output_dir={output_dir} cannot be written ({error.strerror}); choose a folder you can write to."
+        ) from error
+
+
+def _holds_tokenizer(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "vocab.json"))
+
+
+def resolve_tokenizer(data_args: DataArguments, model_name_or_path: str | None, output_dir: str) -> tuple[str, bool]:
+    """Where the tokenizer comes from, and whether it must be trained first.
+
+    An explicit ``tokenizer_path`` must hold a tokenizer; else a saved model's own tokenizer; else the
+    run's ``OUTPUT_DIR/tokenizer``, trained on first use and reused on resume if it has ``vocab_size`` pieces.
+    """
+    if data_args.tokenizer_path:
+        if not _holds_tokenizer(data_args.tokenizer_path):
+            raise ValueError(
+                f"tokenizer_path={data_args.tokenizer_path} holds no tokenizer (no vocab.json). Point it at a saved "
+                f"tokenizer, or omit it to train a new one into {os.path.join(output_dir, TOKENIZER_DIR)}."
+            )
+        return data_args.tokenizer_path, False
+    if model_name_or_path:
+        if _holds_tokenizer(model_name_or_path) or not os.path.isdir(model_name_or_path):
+            return model_name_or_path, False  # the model's own folder, or a Hub id
+        raise ValueError(
+            f"model_name_or_path={model_name_or_path} holds no tokenizer (no vocab.json), and a newly trained one "
+            "would not match the model's ids; pass --tokenizer_path with the tokenizer it was trained with."
+        )
+    own = os.path.join(output_dir, TOKENIZER_DIR)
+    if not _holds_tokenizer(own):
+        return own, True
+    from .tokenization import load_tokenizer
+
+    size = len(load_tokenizer(own))
+    if size != data_args.vocab_size:
+        raise ValueError(
+            f"{own} holds a {size}-piece tokenizer from an earlier run, but vocab_size={data_args.vocab_size} was "
+            f"asked for; resume with --vocab_size {size}, or start the run in a new output_dir."
+        )
+    return own, False
+
+
+def check_tokenizer_matches_model(tokenizer, config: ReservoirMarianConfig) -> None:
+    """Refuse a tokenizer whose ids do not fit the model's embeddings or special tokens."""
+    vocab = len(tokenizer)
+    target_vocab = len(tokenizer.target_encoder) if getattr(tokenizer, "separate_vocabs", False) else vocab
+    problems = []
+    if vocab != config.vocab_size:
+        problems.append(f"the tokenizer has {vocab} source tokens but the model's vocab_size is {config.vocab_size}")
+    if target_vocab != config.decoder_vocab_size:
+        problems.append(
+            f"the tokenizer has {target_vocab} target tokens but decoder_vocab_size is {config.decoder_vocab_size}"
+        )
+    if tokenizer.pad_token_id != config.pad_token_id:
+        problems.append(f"pad ids differ (tokenizer {tokenizer.pad_token_id}, model {config.pad_token_id})")
+    if tokenizer.eos_token_id != config.eos_token_id:
+        problems.append(f"eos ids differ (tokenizer {tokenizer.eos_token_id}, model {config.eos_token_id})")
+    if problems:
+        raise ValueError(
+            "The tokenizer does not match the model: " + "; ".join(problems) + ". Use the tokenizer the model was "
+            "trained with, or train a new model from this tokenizer."
+        )
+
+
+LAYOUT_FIELDS = (
+    "encoder_layers",
+    "encoder_reservoir_layers",
+    "reservoir_type",
+    "reservoir_seed",
+    "reservoir_init",
+    "decoder_reservoir_layers",
+    "layernorm_position",
+)
+
+
+def check_resume_layout(checkpoint: str, config: ReservoirMarianConfig) -> None:
+    """Refuse to resume a checkpoint whose reservoir layout differs from the requested one."""
+    path = os.path.join(checkpoint, CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = ReservoirMarianConfig(**{k: v for k, v in json.load(handle).items() if k not in ("auto_map",)})
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: its {path} is unreadable or invalid ({error}). Resume from an older "
+            "checkpoint with --resume_from_checkpoint PATH, or start a new run."
+        ) from error
+    changed = [
+        f"{f}: checkpoint {getattr(saved, f)!r}, now {getattr(config, f)!r}"
+        for f in LAYOUT_FIELDS
+        if getattr(saved, f) != getattr(config, f)
+    ]
+    if changed:
+        raise ValueError(
+            f"Refusing to resume from {checkpoint}: the reservoir layout changed ({'; '.join(changed)}). Resume with "
+            "the settings of the checkpoint, or start a new run in a new output_dir."
+        )
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest *complete* checkpoint in ``output_dir`` (weights and trainer state written), or None.
+
+    A checkpoint cut short by a crash or a full disk is skipped with a warning, so resuming falls back to the
+    newest one that can be loaded instead of failing.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    found = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (m := CHECKPOINT_NAME.fullmatch(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(found):
+        path = os.path.join(output_dir, name)
+        files = set(os.listdir(path))
+        weights = [f for f in files if f.endswith(".safetensors") and os.path.getsize(os.path.join(path, f)) > 0]
+        if "trainer_state.json" in files and "config.json" in files and weights:
+            return path
+        logger.warning("Skipping the incomplete checkpoint %s (weights or trainer state missing).", path)
+    return None
+
+
+def resolve_resume(training_args) -> str | None:
+    """The checkpoint to resume from: the one named, the last one for ``true``/``last``, else None."""
+    resume = training_args.resume_from_checkpoint
+    if resume in ("true", "True", "last", True):
+        resume = last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise ValueError(
+                f"resume_from_checkpoint asks for the last checkpoint, but {training_args.output_dir} "
+                "has none; drop the flag to start a new run."
+            )
+    return resume or None

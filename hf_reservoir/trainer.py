@@ -1,0 +1,181 @@
+"""The Trainer and what plugs into its steps: token-budget batches, the backskip step, BLEU as the metric,
+the lane's turns, and the best model's final scores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
+
+from .arguments import ConvergenceArguments
+from .convergence import ConvergenceCallback
+from .data import TokenBatchSampler
+from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
+from .progress import ConvergenceProgressCallback
+
+
+class BackskipStepCallback(TrainerCallback):
+    """Tells the encoder the Trainer's global step, which drives the backskip schedule.
+
+    The skip decision is a function of (seed, step, layer), so with the same step on every rank
+    DDP processes skip the same reservoirs (a mismatch would desynchronise them).
+    """
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            model.get_encoder().backskip_step = state.global_step
+
+
+class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` with optional token-budget batches.
+
+    The optimizer is the Trainer's own: it holds only parameters with ``requires_grad=True`` (so
+    reservoirs never enter it) and applies no weight decay to biases and LayerNorm weights.
+    """
+
+    def __init__(self, *args, max_tokens: int | None = None, convergence: ConvergenceCallback | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens = max_tokens
+        self.convergence = convergence
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        # The convergence clock's figures travel with each evaluation, to every report_to integration.
+        if self.convergence is not None and "eval_bleu" in logs:
+            logs = {**logs, **self.convergence.record.figures_for_log(float(logs["eval_bleu"]))}
+        super().log(logs, *args, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A checkpoint holds neither the tied embeddings and LM head (one copy, model.shared) nor the sinusoidal
+        # position tables (rebuilt from the config): they are missing by design, and the Trainer's warning about
+        # them ("There were missing keys ...") reads like corrupt weights. Tie again, and warn only about others.
+        derived = set(self.model._keys_to_ignore_on_save or ()) | set(
+            getattr(self.model, "_tied_weights_keys", None) or ()
+        )
+        missing = [key for key in load_result.missing_keys if key not in derived]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Evaluation keeps the dataset's order, which run_training sets longest first. The Trainer would
+        # reuse train_sampling_strategy="group_by_length" for evaluation too, and its random batches of a
+        # small split (661 pairs, 128 per batch) pad and generate about as slowly as no grouping at all.
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_eval_sampler(eval_dataset)
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # as without grouping: accelerate then shards the split in order
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def get_train_dataloader(self):
+        if self.max_tokens is None:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
+        sampler = TokenBatchSampler(lengths, self.max_tokens, seed=self.args.seed)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+        return self.accelerator.prepare(loader)
+
+
+def build_compute_metrics(tokenizer):
+    """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
+
+    def compute_metrics(eval_prediction):
+        return corpus_scores(*decode_pairs(tokenizer, eval_prediction.predictions, eval_prediction.label_ids))
+
+    return compute_metrics
+
+
+class StepDelayCallback(TrainerCallback):
+    """Sleep ``seconds`` at the start of every training step, inside the clock's interval (a testing aid)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
+
+
+def sharing_callbacks(convergence_args: ConvergenceArguments, convergence: ConvergenceCallback) -> list:
+    """The lane's turn-taking and the testing delay, each after the convergence clock that they depend on."""
+    from .sharing import TurnTakingCallback
+
+    extra = []
+    if convergence_args.step_delay_seconds:
+        extra.append(StepDelayCallback(convergence_args.step_delay_seconds))
+    if convergence_args.lane_dir is not None:
+        extra.append(
+            TurnTakingCallback(
+                convergence_args.lane_dir, convergence_args.lane_name, convergence, convergence_args.lane_slice_seconds
+            )
+        )
+    return extra
+
+
+def sharing_record(callbacks: list) -> dict:
+    """How this run shared the machine: torch threads, and its lane's turns and waits if it had one."""
+    from .sharing import TurnTakingCallback
+
+    record = {"scheme": "alone", "torch_threads": torch.get_num_threads()}
+    for item in callbacks:
+        if isinstance(item, TurnTakingCallback):
+            record.update(
+                scheme="lane",
+                lane=item.lane_dir,
+                name=item.name,
+                slice_seconds=item.slice_seconds,
+                turns=item.turns,
+                waited_seconds=round(item.waited_seconds, 3),
+                turn_intervals=[
+                    [round(t, 3) if t is not None else None for t in turn] for turn in item.turn_intervals
+                ],
+            )
+        elif isinstance(item, StepDelayCallback):
+            record["step_delay_seconds"] = item.seconds
+    return record
+
+
+def make_trainer(model, tokenizer, tokenized, training_args, max_tokens: int | None, clock, callbacks: list):
+    """The Trainer, with the convergence clock first and its progress bar instead of the plain one."""
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer = ReservoirSeq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        callbacks=[clock, *callbacks],
+        max_tokens=max_tokens,
+        convergence=clock,
+    )
+    trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows the clock and BLEU as well
+    trainer.add_callback(ConvergenceProgressCallback(clock, show_bar=not training_args.disable_tqdm))
+    return trainer
+
+
+def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_test: bool) -> dict:
+    """The best model's validation (and test, overall and per source) scores with ``beams`` beams."""
+    scores = {"best_checkpoint": trainer.state.best_model_checkpoint, "final_num_beams": beams}
+    validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation", num_beams=beams)
+    scores["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
+    if evaluate_test:
+        # One generation pass over the test split serves the overall and the per-source scores.
+        test = trainer.predict(tokenized["test"], metric_key_prefix="test", num_beams=beams)
+        scores["test"] = {k.removeprefix("test_"): v for k, v in test.metrics.items()}
+        if "source" in corpus["test"].column_names:
+            check_dataset_order(test.label_ids, tokenized["test"]["labels"], tokenizer.pad_token_id)
+            hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
+            scores["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
+    return scores
+
+
+__all__ = ["ReservoirSeq2SeqTrainer", "BackskipStepCallback", "make_trainer", "final_scores"]
