@@ -343,6 +343,21 @@ def backskip_decision(seed: int, step: int, layer_idx: int, probability: float) 
     return int(key[:13], 16) / 16**13 < probability
 
 
+def backskip_plan(config: ReservoirMarianConfig, step: int) -> tuple[int, ...]:
+    """The encoder reservoirs whose backward pass is skipped at ``step`` (empty for ``exact``).
+
+    Decided outside the forward pass, so that a compiled forward reads a tuple of layer indices, not a step
+    counter: ``torch.compile`` then builds one graph per skip pattern (at most 2**k for k reservoirs), instead
+    of recompiling at every step, and the hash behind the decision never enters the graph.
+    """
+    if config.backskip_mode == "exact":
+        return ()
+    probability = backskip_probability(step, config.backskip_warmup_steps, config.backskip_anneal_factor)
+    return tuple(
+        i for i in config.encoder_reservoir_layers if backskip_decision(config.reservoir_seed, step, i, probability)
+    )
+
+
 class BackskipPredictor(nn.Module):
     """Synthetic gradient for a reservoir: ``g_in ~ g_out + g_out @ W`` (``W = U V^T`` when low-rank).
 
@@ -549,6 +564,8 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Every initial value of the model: reservoirs (the only home of GRUs and lightweight convolutions)
         from their seed, embeddings fairseq's way, backskip predictors as the identity, the rest Marian's."""
+        if hasattr(module, "backskip_count_tensor"):
+            init.zeros_(module.backskip_count_tensor)
         if getattr(module, "_reservoir_tag", None) is not None:
             for name, param in module.named_parameters(recurse=False):
                 init.copy_(param, reservoir_parameter_value(self.config, module, name, param).to(param.dtype))
@@ -718,25 +735,39 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
             )
         else:
             self.backskip_predictors = None
-        self.backskip_step = 0  # set by BackskipStepCallback to the Trainer's global step
-        self.backskip_counts = {"skipped": 0, "exact": 0}
+        # Reservoir forwards that skipped / computed their backward: a tensor, not Python ints, so that a compiled
+        # forward updates it in its graph instead of recompiling whenever a count changes.
+        self.register_buffer("backskip_count_tensor", torch.zeros(2, dtype=torch.long), persistent=False)
+        self.set_backskip_step(0)
         self.gradient_checkpointing = False
         self.post_init()
 
+    @property
+    def backskip_counts(self) -> dict[str, int]:
+        """Reservoir forwards in training that skipped (``skipped``) or computed (``exact``) their backward."""
+        skipped, exact = self.backskip_count_tensor.tolist()
+        return {"skipped": skipped, "exact": exact}
+
+    def set_backskip_step(self, step: int) -> None:
+        """Plan the backskip decisions of training step ``step`` (:func:`backskip_plan`).
+
+        The Trainer's ``BackskipStepCallback`` calls it at every step begin with the global step, so every DDP
+        rank skips the same reservoirs. Without it, an eager forward in training advances the step by one; a
+        compiled forward does not (call this from your loop).
+        """
+        self.backskip_step = step
+        self.backskip_plan = backskip_plan(self.config, step)
+
     def _reservoir_forward(self, idx: int, layer: nn.Module, hidden_states, attention_mask, padding_mask, kwargs):
         """Run reservoir ``idx`` with the configured backskip mode (training with gradients only)."""
-        config = self.config
         predictor = self.backskip_predictors[str(idx)] if self.backskip_predictors is not None else None
         params = tuple(predictor.parameters()) if predictor is not None else ()
-        probability = backskip_probability(
-            self.backskip_step, config.backskip_warmup_steps, config.backskip_anneal_factor
-        )
-        if backskip_decision(config.reservoir_seed, self.backskip_step, idx, probability):
-            self.backskip_counts["skipped"] += 1
+        if idx in self.backskip_plan:
+            self.backskip_count_tensor[0] += 1
             return skipped_reservoir_forward(
                 layer, hidden_states, attention_mask, predictor, padding_mask=padding_mask, **kwargs
             )
-        self.backskip_counts["exact"] += 1
+        self.backskip_count_tensor[1] += 1
         if predictor is None:
             return layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
         store = _GradientStore()
@@ -775,8 +806,8 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
                 )
             else:
                 hidden_states = layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
-        if backskip:
-            self.backskip_step += 1  # without the callback, count forwards
+        if backskip and not torch.compiler.is_compiling():
+            self.set_backskip_step(self.backskip_step + 1)  # without the callback, count forwards (eager only)
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutput(last_hidden_state=hidden_states)

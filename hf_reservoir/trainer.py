@@ -25,7 +25,7 @@ class BackskipStepCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
-            model.get_encoder().backskip_step = state.global_step
+            model.get_encoder().set_backskip_step(state.global_step)
 
 
 class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):

@@ -35,6 +35,14 @@ def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
     )
     assert all(row["identical_tokens"] for row in report["generation"].values())
     assert "Checks against the targets" in (tmp_path / "smoke.md").read_text()
+    # FLOPs are what each step runs: frozen reservoirs compute no weight gradients, and a backskipped reservoir
+    # (identity, after 0 warm-up steps) no backward at all; MFU is FLOPs / seconds / the reported peak.
+    peak = report["peak_flops"]["flops_per_second"]
+    assert peak > 0 and report["peak_flops"]["source"] == "measured matmul ceiling"
+    skipped = whole["ours, N + k transformer reservoirs, backskip identity"]
+    assert skipped["flops_per_step"] < frozen["flops_per_step"] < trainable["flops_per_step"]
+    for name, row in whole.items():
+        assert 0 < row["mfu"] < 1 and row["mfu"] == pytest.approx(row["flops_per_step"] / row["seconds"] / peak), name
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from ..modeling_reservoir import (
     skipped_reservoir_forward,
 )
 from .compile_cost import compile_table, compiled
+from .flops import peak_flops, step_flops
 from .measure import interleaved, machine, write_report
 from .variants import base_config, batch_for, model_variants, shapes
 
@@ -92,7 +93,8 @@ def per_layer(s: dict, device: str, dtype: torch.dtype) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def whole_model(s: dict, device: str, dtype: torch.dtype) -> dict:
+def whole_model(s: dict, device: str, dtype: torch.dtype, peak: float) -> dict:
+    """Each model's training step: seconds (interleaved medians), ratios, FLOPs and MFU against ``peak``."""
     batch = batch_for(s, device)
     variants = {name: m.to(device, dtype).train() for name, m in model_variants(s).items()}
 
@@ -119,8 +121,12 @@ def whole_model(s: dict, device: str, dtype: torch.dtype) -> dict:
             if torch.is_tensor(t) and t.dim() > 0
         )
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        flops = step_flops(model, batch)
         results[name] = {
             "seconds": times[name],
+            "flops_per_step": flops,
+            "tflops_per_second": flops / times[name] / 1e12,
+            "mfu": flops / times[name] / peak,
             "ratio_to_vanilla": times[name] / base,
             "ratio_to_N_plus_k_trainable": times[name] / trainable_base,
             "trainable_parameters": sum(p.numel() for p in trainable),
@@ -217,13 +223,17 @@ def markdown(report: dict) -> str:
         "",
         "## Whole model: training step (forward + backward)",
         "",
-        "| model | ms | vs vanilla Marian | vs N + k trainable | trainable params | frozen params | "
-        "Adam state (MB) | peak step memory (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"MFU: FLOPs per step (counted from the shapes of the ops the step runs) / seconds / peak "
+        f"{report['peak_flops']['flops_per_second'] / 1e12:.1f} TFLOP/s ({report['peak_flops']['source']}).",
+        "",
+        "| model | ms | GFLOP/step | TFLOP/s | MFU | vs vanilla Marian | vs N + k trainable | trainable params | "
+        "frozen params | Adam state (MB) | peak step memory (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["whole_model"].items():
         lines.append(
-            f"| {name} | {row['seconds'] * 1000:.1f} | {row['ratio_to_vanilla']:.3f} | "
+            f"| {name} | {row['seconds'] * 1000:.1f} | {row['flops_per_step'] / 1e9:.2f} | "
+            f"{row['tflops_per_second']:.3f} | {row['mfu']:.1%} | {row['ratio_to_vanilla']:.3f} | "
             f"{row['ratio_to_N_plus_k_trainable']:.3f} | {row['trainable_parameters']:,} | "
             f"{row['frozen_parameters']:,} | {row['adam_state_bytes'] / 2**20:.2f} | "
             f"{(row['peak_memory_bytes'] or 0) / 2**20:.1f} |"
@@ -305,7 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
     s = shapes("tiny" if args.tiny else args.shapes)
     report = {"device": args.device, "dtype": args.dtype, "shapes": s, "machine": machine(args.device)}
     report["per_layer"] = per_layer(s, args.device, dtype)
-    report["whole_model"] = whole_model(s, args.device, dtype)
+    peak, source = peak_flops(args.device, args.dtype)
+    report["peak_flops"] = {"flops_per_second": peak, "source": source}
+    report["whole_model"] = whole_model(s, args.device, dtype, peak)
     report["generation"] = generation(s, args.device, dtype)
     if args.compile:
         report["compile_backend"] = args.compile_backend
