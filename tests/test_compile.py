@@ -40,12 +40,16 @@ class CountingBackend:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_the_training_step_compiles_once_per_shape_without_graph_breaks(name, monkeypatch):
+def test_the_training_step_compiles_once_per_shape_without_graph_breaks(name):
     import torch._dynamo
 
     # Backskipping compiles one graph per shape and skip pattern (3 x 4 here), above dynamo's default limit of
     # 8, after which it would silently run the step eagerly; a compiled backskip run raises it the same way.
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
+    with torch._dynamo.config.patch(recompile_limit=64):
+        compile_and_count(name)
+
+
+def compile_and_count(name: str) -> None:
 
     torch.manual_seed(0)
     model = ReservoirMarianMTModel(tiny_config(layernorm_position="pre", **MODELS[name])).train()
