@@ -10,55 +10,20 @@ from ..configuration_reservoir import RESERVOIR_TYPES as TYPES
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..modeling_reservoir import ReservoirMarianMTModel
 
+SHAPE_KEYS = ("d_model", "ffn", "heads", "batch", "length", "vocab", "layers", "k", "repeats", "warmup", "gen_batch",
+              "gen_tokens")  # fmt: skip
+SHAPES = {
+    # transformer_iwslt_de_en: d_model 512, FFN 1024, 4 heads, N = 6, k = 2; ~4,096 tokens per batch.
+    "gpu": (512, 1024, 4, 128, 32, 8000, 6, 2, 30, 5, 64, 32),
+    # The CPU demo's width and the paper's layer counts, at a batch the CPU handles in ~0.1 s/step.
+    "cpu": (256, 1024, 4, 32, 24, 8000, 6, 2, 15, 3, 16, 24),
+    "tiny": (32, 64, 2, 4, 8, 100, 3, 1, 3, 1, 2, 4),  # the smoke test
+}
+
 
 def shapes(name: str) -> dict:
     """Benchmark shapes: ``cpu`` (committed CPU table), ``gpu`` (the paper's IWSLT'14 sizes) or ``tiny``."""
-    if name == "gpu":
-        # transformer_iwslt_de_en: d_model 512, FFN 1024, 4 heads, N = 6, k = 2; ~4,096 tokens per batch.
-        return dict(
-            d_model=512,
-            ffn=1024,
-            heads=4,
-            batch=128,
-            length=32,
-            vocab=8000,
-            layers=6,
-            k=2,
-            repeats=30,
-            warmup=5,
-            gen_batch=64,
-            gen_tokens=32,
-        )
-    if name == "tiny":
-        return dict(
-            d_model=32,
-            ffn=64,
-            heads=2,
-            batch=4,
-            length=8,
-            vocab=100,
-            layers=3,
-            k=1,
-            repeats=3,
-            warmup=1,
-            gen_batch=2,
-            gen_tokens=4,
-        )
-    # The CPU demo's width and the paper's layer counts, at a batch the CPU handles in ~0.1 s/step.
-    return dict(
-        d_model=256,
-        ffn=1024,
-        heads=4,
-        batch=32,
-        length=24,
-        vocab=8000,
-        layers=6,
-        k=2,
-        repeats=15,
-        warmup=3,
-        gen_batch=16,
-        gen_tokens=24,
-    )
+    return dict(zip(SHAPE_KEYS, SHAPES[name]))
 
 
 def base_config(s: dict, **overrides) -> dict:
