@@ -24,6 +24,7 @@ class ConvergenceProgressCallback(ProgressCallback):
         super().__init__()
         self.convergence = convergence
         self.show_bar = show_bar
+        self.shown_evaluations = 0  # curve points already written: the final scoring's evaluations add none
 
     def status(self, state) -> str:
         record = self.convergence.record
@@ -61,7 +62,9 @@ class ConvergenceProgressCallback(ProgressCallback):
 
     def on_evaluate(self, args, state, control, **kwargs):
         super().on_evaluate(args, state, control, **kwargs)
-        if state.is_world_process_zero and self.convergence.record.evaluations:
+        points = len(self.convergence.record.evaluations)
+        if state.is_world_process_zero and points > self.shown_evaluations:
+            self.shown_evaluations = points
             self._write(f"[hf-reservoir] {self.status(state)}")
             self._show_status(state)
 

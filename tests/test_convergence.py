@@ -219,6 +219,11 @@ def test_progress_shows_steps_clock_and_best_bleu(args, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "[hf-reservoir] step 2/40, training 4 s, 0.50 steps/s, BLEU 3.50 (best 3.50 at step 2)"
     assert lines[1] == "[hf-reservoir] step 4/40, training 8 s, 0.50 steps/s, BLEU 2.50 (best 3.50 at step 2)"
+    # The best model's final scoring evaluates again (other metric names): no curve point, so no second line.
+    final = {"final_validation_bleu": 3.5}
+    callback.on_evaluate(args, TrainerState(global_step=4, max_steps=40), TrainerControl(), metrics=final)
+    progress.on_evaluate(args, TrainerState(global_step=4, max_steps=40), TrainerControl(), metrics=final)
+    assert capsys.readouterr().out == ""
 
 
 def test_lr_cooldown_refuses_a_schedule_it_cannot_multiply(args):
