@@ -225,7 +225,6 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.cooldown = LrCooldown(lr_cooldown, budget_seconds) if lr_cooldown is not None else None
         self.clock = TrainingClock(clock)
         self.metric_name = metric_name
-        self.budget_seconds = budget_seconds
         self.output_dir = output_dir
         self.record = ConvergenceRecord(budget_seconds=budget_seconds)
         self._epoch_start = 0.0
@@ -250,6 +249,11 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.record.budget_seconds = self.budget_seconds
         self.record.stopped_by = None
         self._epoch_start = saved["attributes"].get("_epoch_start", 0.0)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """T-hat, as the stopping rules hold it."""
+        return self.rules.budget_seconds
 
     def lr_factor(self) -> float:
         """The cool-down's multiplier of the learning rate now (1 without a cool-down)."""

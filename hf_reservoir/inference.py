@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .run_folder import RESULTS_FILE, SCORING_FILE, write_run_file
+from .run_folder import RESULTS_FILE, SCORING_FILE, read_run_file, write_run_file
 
 # What training writes into the model folder: how its final scores were computed (lengths, batch size,
 # beams), so that `hf-reservoir evaluate` scores the same model exactly as the end of training did.
@@ -207,18 +207,14 @@ def signature(metric: str, hypotheses: list[str], references: list[str]) -> str:
 
 def scoring_settings(model_dir: str) -> dict:
     """The settings training scored this model with (``scoring.json``), or ``{}`` for a folder without them."""
-    path = os.path.join(model_dir, SCORING_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(model_dir, SCORING_FILE)):
         return {}
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_run_file(model_dir, SCORING_FILE)
 
 
 def write_scoring_settings(model_dir: str, **settings) -> None:
     """Record how training computed the final scores (see :func:`evaluate_saved_model`)."""
-    with open(os.path.join(model_dir, SCORING_FILE), "w", encoding="utf-8") as handle:
-        json.dump(settings, handle, indent=2)
-        handle.write("\n")
+    write_run_file(model_dir, SCORING_FILE, settings)
 
 
 def evaluate_saved_model(

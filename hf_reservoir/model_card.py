@@ -8,16 +8,16 @@ and ``convergence.png``; :func:`write_model_card` renders them through the one t
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 from dataclasses import dataclass, field
 
 import torch
+from transformers.utils import CONFIG_NAME
 
 from .metrics import format_value
-from .run_folder import CONVERGENCE_PLOT, CORPUS_STATS_FILE, RESULTS_FILE
+from .run_folder import CONVERGENCE_PLOT, CORPUS_STATS_FILE, RESULTS_FILE, read_run_file
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card_template.md")
 DEBIAN_CORPUS_NAME = "hf-reservoir Debian de-en (LibreOffice help + UI, Ding)"
@@ -40,10 +40,7 @@ class ModelCardFacts:
     @classmethod
     def from_run(cls, run_dir: str, model_dir: str, repo_id: str) -> ModelCardFacts:
         """Read ``results.json`` from ``run_dir`` and ``config.json`` from ``model_dir``."""
-        with open(os.path.join(run_dir, RESULTS_FILE), encoding="utf-8") as handle:
-            results = json.load(handle)
-        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
-            config = json.load(handle)
+        results, config = read_run_file(run_dir, RESULTS_FILE), read_run_file(model_dir, CONFIG_NAME)
         corpus_stats = results.get("corpus_stats")
         data = results.get("data_source", {})
         name = DEBIAN_CORPUS_NAME if corpus_stats else data.get("name", "unknown")
@@ -251,11 +248,9 @@ def write_model_card(model_dir: str, run_dir: str, repo_id: str) -> str:
 
 def corpus_stats(data_path: str) -> dict | None:
     """A built corpus's ``stats.json`` (sizes, sources, licences), or None for other data."""
-    path = os.path.join(data_path, CORPUS_STATS_FILE)
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(data_path, CORPUS_STATS_FILE)):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_run_file(data_path, CORPUS_STATS_FILE)
 
 
 def _plain(value) -> str:

@@ -27,7 +27,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-from .run_folder import CONVERGENCE_FILE
+from .run_folder import CONVERGENCE_FILE, read_run_file
 
 RUN_NAME = re.compile(r"^(?P<model>.+)-N(?P<n>\d+)-seed(?P<seed>\d+)$")
 
@@ -77,11 +77,11 @@ def load_recipe_runs(folders: list[str], models: list[str]) -> dict[tuple[int, s
             raise ValueError(f"{folder} is not a folder of runs; check the recipe's folders in the config.")
         for name in sorted(os.listdir(folder)):
             match = RUN_NAME.match(name)
-            path = os.path.join(folder, name, CONVERGENCE_FILE)
-            if not match or match["model"] not in models or not os.path.isfile(path):
+            run_dir = os.path.join(folder, name)
+            finished = os.path.isfile(os.path.join(run_dir, CONVERGENCE_FILE))
+            if not match or match["model"] not in models or not finished:
                 continue
-            with open(path, encoding="utf-8") as handle:
-                evaluations = json.load(handle)["evaluations"]
+            evaluations = read_run_file(run_dir, CONVERGENCE_FILE)["evaluations"]
             group = runs.setdefault((int(match["n"]), match["model"]), {})
             seed = int(match["seed"])
             if seed in group:
