@@ -152,6 +152,14 @@ class DataArguments:
         default=None,
         metadata={"help": "tokens per batch (fairseq --max-tokens); replaces per_device_train_batch_size"},
     )
+    length_buckets: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "with max_tokens: pad every training batch to one of these lengths (ascending, the last at least "
+            "max_source_length and max_target_length), with max_tokens // length pairs, so a compiled step "
+            "(torch_compile) sees one shape per bucket and never recompiles; padding rows carry no loss"
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "start a new run in an output_dir that holds an earlier run's files, replacing them"},

@@ -16,6 +16,7 @@ from transformers.utils import CONFIG_NAME
 
 from .arguments import ConvergenceArguments, DataArguments, ModelArguments
 from .configuration_reservoir import ReservoirMarianConfig, reservoir_types_per_layer
+from .data import check_buckets
 from .run_folder import CHECKPOINT_NAME, MODEL_DIR, TOKENIZER_DIR, earlier_run_files
 from .stopping import check_cooldown_end
 
@@ -40,6 +41,9 @@ def check_run_settings(
         logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
         training_args.predict_with_generate = True
     check_cooldown_end(convergence_args.lr_cooldown, convergence_args.budget_seconds, training_args.max_steps)
+    if data_args.length_buckets is not None:
+        longest = max(data_args.max_source_length, data_args.max_target_length)
+        check_buckets(data_args.length_buckets, data_args.max_tokens, longest, "max_source_length/max_target_length")
     return config
 
 

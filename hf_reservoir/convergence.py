@@ -140,6 +140,14 @@ class ConvergenceRecord:
         }
 
 
+def synchronize_device() -> None:
+    """Wait for the CUDA device's queued work, if CUDA is in use (a no-op on the CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class TrainingClock:
     """Training seconds: the time between ticks, except intervals marked as paused or skipped.
 
@@ -157,8 +165,16 @@ class TrainingClock:
         """Start (or continue, after a resume) from ``seconds``."""
         self.seconds, self._mark, self._paused = seconds, self.time_source(), False
 
-    def tick(self) -> float:
-        """Add the time since the last tick, unless an evaluation, a save or a log happened in between."""
+    def tick(self, wait_for_device: bool = False) -> float:
+        """Add the time since the last tick, unless an evaluation, a save or a log happened in between.
+
+        ``wait_for_device``: first wait for the accelerator's queued work (``torch.cuda.synchronize``), so that
+        the steps' kernels are counted here, not in the evaluation or save that follows. Ticks between such
+        readings do not wait (no per-step sync): the host runs ahead of the device by at most its queue, and
+        the next waiting tick charges what is still queued to the training clock.
+        """
+        if wait_for_device:
+            synchronize_device()
         now = self.time_source()
         if self._mark is not None and not self._paused:
             self.seconds += now - self._mark
@@ -173,12 +189,19 @@ class TrainingClock:
         """Leave the time since the last reading off the clock (e.g. a wait for a lane's turn)."""
         self._mark = self.time_source()
 
+    @staticmethod
+    def distributed() -> bool:
+        """Whether this is one of several torch.distributed processes (DDP)."""
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def sync(self) -> float:
         """Rank 0's seconds on every rank (a no-op without torch.distributed), so that every rank stops, and
         cools the learning rate down, on the same reading."""
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.distributed():
             import torch
 
             payload = torch.tensor([self.seconds], dtype=torch.float64)
@@ -197,8 +220,10 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     :class:`~hf_reservoir.stopping.StoppingRules` (budget, patience) and the optional
     :class:`~hf_reservoir.stopping.LrCooldown`. At every evaluation it records ``(train_seconds, step, epoch,
     bleu)``. Its state travels in ``TrainerState.stateful_callbacks`` with every checkpoint and is read back on
-    resume, so the clock and the curve continue. Under DDP rank 0's clock is broadcast at every step end, so
-    every rank stops together. Rank 0 writes ``convergence.json`` and ``convergence.png`` at the end.
+    resume, so the clock and the curve continue. The clock waits for the device, and under DDP broadcasts rank
+    0's reading, only at steps that end in a log, an evaluation, a save or the stop (no per-step sync); under DDP
+    the budget and the cool-down act at those readings, so every rank stops together. Rank 0 writes
+    ``convergence.json`` and ``convergence.png`` at the end.
 
     Args:
         metric_name (`str`): the evaluation metric to follow, as the Trainer logs it.
@@ -277,13 +302,25 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.record.train_seconds = self.clock.tick()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.clock.tick()
-        self.record.train_seconds = self.clock.sync()
+        # A step the Trainer ends with a log, an evaluation, a save or the stop is a *reading*: the clock waits
+        # for the device there (the pause that follows must not absorb queued training work) and, under DDP,
+        # takes rank 0's value. Other steps neither wait nor communicate. Under DDP the budget and the
+        # cool-down act on readings only, so that every rank decides on the same value: a run stops at the
+        # first reading past T-hat, and the cool-down's rate moves once per logging interval.
+        reading = control.should_log or control.should_evaluate or control.should_save or control.should_training_stop
+        reading = reading or (state.max_steps > 0 and state.global_step >= state.max_steps)
+        self.clock.tick(wait_for_device=reading)
         self.record.epochs = float(state.epoch or 0.0)
         self.record.steps = state.global_step
+        if not reading and self.clock.distributed():
+            self.record.train_seconds = self.clock.seconds
+            return
+        self.record.train_seconds = self.clock.sync()
         if self.cooldown is not None:
             self.cooldown.refresh(self.record.train_seconds)
         if self.rules.over_budget(self.record.train_seconds):
+            if not reading:  # the stop makes this step a reading: count the device's queued work too
+                self.record.train_seconds = self.clock.tick(wait_for_device=True)
             self.record.stopped_by = "budget"
             control.should_training_stop = True
             control.should_evaluate = True  # the curve ends with a point at (or just past) T-hat

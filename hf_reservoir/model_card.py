@@ -272,6 +272,8 @@ def training_facts(
         if max_tokens
         else f"{args.per_device_train_batch_size} pairs x {args.world_size} processes"
     )
+    if getattr(trainer, "length_buckets", None):
+        batch += f", padded to length buckets {trainer.length_buckets}"
     return {
         "optimizer": f"{_plain(args.optim)} (betas {args.adam_beta1}, {args.adam_beta2}), "
         f"weight decay {args.weight_decay}",

@@ -374,7 +374,14 @@ class BackskipPredictor(nn.Module):
             # Initial values (down ~ N(0, d^-1/2), up = 0) are set by the model's _init_weights.
             self.down = nn.Parameter(torch.zeros(d_model, rank))
             self.up = nn.Parameter(torch.zeros(rank, d_model))
-        self.last_relative_error: float | None = None
+        # The relative squared error of the last regression (an exact step), NaN before the first.
+        self.register_buffer("relative_error", torch.tensor(float("nan")), persistent=False)
+
+    @property
+    def last_relative_error(self) -> float | None:
+        """The last regression's relative squared error (None before the first); reading it syncs the device."""
+        value = float(self.relative_error)
+        return None if math.isnan(value) else value
 
     def forward(self, grad_output: torch.Tensor) -> torch.Tensor:
         correction = grad_output @ self.weight if self.rank == 0 else (grad_output @ self.down) @ self.up
@@ -411,43 +418,60 @@ def skipped_reservoir_forward(layer: nn.Module, hidden_states, attention_mask, p
     return _SkippedBackward.apply(hidden_states, output, predictor, *params)
 
 
-class _GradientStore:
-    grad_output: torch.Tensor | None = None
+def _predictor_regression(grad_output, grad_input, params):
+    """The predictor's regression on one exact step: its relative squared error and its gradients.
+
+    ``params`` are the predictor's ``(weight,)`` or ``(down, up)``; the estimate is ``g_out + g_out @ W`` (or
+    ``g_out + (g_out @ down) @ up``), the target the true input gradient. The gradients are written out (no nested
+    autograd), so that the step traces into one compiled graph. Relative error: gradients are tiny, and dividing
+    by the target's squared norm keeps the regression scale-free.
+    """
+    width = grad_input.shape[-1]
+    source = grad_output.detach().reshape(-1, width).float()
+    target = grad_input.detach().reshape(-1, width).float()
+    scale = target.pow(2).sum().clamp_min(1e-30)
+    if len(params) == 1:
+        (weight,) = params
+        residual = source + source @ weight.float() - target
+        grads = (2 * source.T @ residual / scale,)
+    else:
+        down, up = params
+        hidden = source @ down.float()
+        residual = source + hidden @ up.float() - target
+        grads = (2 * source.T @ (residual @ up.float().T) / scale, 2 * hidden.T @ residual / scale)
+    error = residual.pow(2).sum() / scale
+    return error, tuple(g.to(p.dtype) for g, p in zip(grads, params))
+
+
+class _RegressionTap(torch.autograd.Function):
+    """Identity on the reservoir input, plus a zero *carrier* that ``_OutputTap`` sends the output gradient
+    back through: the backward then has both the reservoir's input and output gradient, and trains the
+    predictor on them, with no Python-side store (which ``torch.compile`` could not trace). The regression
+    error goes into the predictor's ``relative_error`` buffer (a tensor write, no device sync)."""
+
+    @staticmethod
+    def forward(ctx, hidden_states, error_buffer, *params):
+        ctx.error_buffer = error_buffer
+        ctx.save_for_backward(*params)
+        return hidden_states.view_as(hidden_states), torch.zeros_like(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad_input, grad_output):
+        error, grads = _predictor_regression(grad_output, grad_input, ctx.saved_tensors)
+        ctx.error_buffer.copy_(error.detach())
+        return (grad_input, None, *grads)
 
 
 class _OutputTap(torch.autograd.Function):
+    """Identity on the reservoir output; its backward also hands the output gradient to the carrier."""
+
     @staticmethod
-    def forward(ctx, output, store):
-        ctx.store = store
+    def forward(ctx, output, carrier):
         return output.view_as(output)
 
     @staticmethod
     def backward(ctx, grad_output):
-        ctx.store.grad_output = grad_output
-        return grad_output, None
-
-
-class _RegressionTap(torch.autograd.Function):
-    """Identity on the reservoir input; its backward trains the predictor on (g_out, g_in)."""
-
-    @staticmethod
-    def forward(ctx, hidden_states, predictor, store, *params):
-        ctx.predictor, ctx.store = predictor, store
-        return hidden_states.view_as(hidden_states)
-
-    @staticmethod
-    def backward(ctx, grad_input):
-        predictor, grad_output = ctx.predictor, ctx.store.grad_output
-        params = list(predictor.parameters())
-        with torch.enable_grad():
-            target = grad_input.detach().reshape(-1, grad_input.shape[-1]).float()
-            estimate = predictor(grad_output.detach().reshape(-1, grad_input.shape[-1]).float())
-            # Relative squared error: gradients are tiny, and this keeps the regression scale-free.
-            error = (estimate - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-30)
-            grads = torch.autograd.grad(error, params)
-        predictor.last_relative_error = float(error.detach())
-        ctx.store.grad_output = None
-        return (grad_input, None, None, *grads)
+        return grad_output, grad_output
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,6 +604,7 @@ class ReservoirMarianPreTrainedModel(MarianPreTrainedModel):
                 if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                     init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, BackskipPredictor):
+            init.constant_(module.relative_error, float("nan"))
             if module.rank == 0:
                 init.zeros_(module.weight)
             else:
@@ -770,10 +795,9 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
         self.backskip_count_tensor[1] += 1
         if predictor is None:
             return layer(hidden_states, attention_mask, padding_mask=padding_mask, **kwargs)
-        store = _GradientStore()
-        tapped = _RegressionTap.apply(hidden_states, predictor, store, *params)
+        tapped, carrier = _RegressionTap.apply(hidden_states, predictor.relative_error, *params)
         output = layer(tapped, attention_mask, padding_mask=padding_mask, **kwargs)
-        return _OutputTap.apply(output, store)
+        return _OutputTap.apply(output, carrier)
 
     @merge_with_config_defaults
     @capture_outputs

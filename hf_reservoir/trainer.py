@@ -4,6 +4,7 @@ the lane's turns, and the best model's final scores.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -11,9 +12,11 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from .arguments import ConvergenceArguments
 from .convergence import ConvergenceCallback
-from .data import TokenBatchSampler
+from .data import BucketPadding, TokenBatchSampler
 from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
 from .progress import ConvergenceProgressCallback
+
+logger = logging.getLogger(__name__)
 
 
 class BackskipStepCallback(TrainerCallback):
@@ -35,10 +38,29 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     reservoirs never enter it) and applies no weight decay to biases and LayerNorm weights.
     """
 
-    def __init__(self, *args, max_tokens: int | None = None, convergence: ConvergenceCallback | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        max_tokens: int | None = None,
+        length_buckets: list[int] | None = None,
+        convergence: ConvergenceCallback | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.length_buckets = max_tokens, length_buckets
         self.convergence = convergence
+        self._non_embedding_parameters: int | None = None
+
+    def floating_point_ops(self, inputs) -> int:
+        """The Trainer's estimate (6 x input tokens x non-embedding parameters), with the parameters counted once:
+        the Trainer's own version walks every module and parameter at every step, host work that a fast GPU
+        step waits on (issue #25)."""
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self._non_embedding_parameters is None:
+            self._non_embedding_parameters = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._non_embedding_parameters
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # The convergence clock's figures travel with each evaluation, to every report_to integration.
@@ -73,11 +95,15 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
             return super().get_train_dataloader()
         dataset = self.train_dataset
         lengths = [max(len(s), len(t)) for s, t in zip(dataset["input_ids"], dataset["labels"])]
-        sampler = TokenBatchSampler(lengths, self.max_tokens, seed=self.args.seed)
+        sampler = TokenBatchSampler(lengths, self.max_tokens, seed=self.args.seed, buckets=self.length_buckets)
+        collator = self.data_collator
+        if self.length_buckets is not None:  # fixed shapes: one per bucket
+            pad_id = self.processing_class.pad_token_id
+            collator = BucketPadding(collator, self.length_buckets, self.max_tokens, pad_id)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=self.data_collator,
+            collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,
         )
         return self.accelerator.prepare(loader)
@@ -141,10 +167,17 @@ def sharing_record(callbacks: list) -> dict:
     return record
 
 
-def make_trainer(model, tokenizer, tokenized, training_args, max_tokens: int | None, clock, callbacks: list):
+def make_trainer(
+    model,
+    tokenizer,
+    tokenized,
+    training_args,
+    max_tokens: int | None,
+    clock,
+    callbacks: list,
+    length_buckets: list[int] | None = None,
+):
     """The Trainer, with the convergence clock first and its progress bar instead of the plain one."""
-    from transformers.trainer_callback import ProgressCallback
-
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -155,11 +188,50 @@ def make_trainer(model, tokenizer, tokenized, training_args, max_tokens: int | N
         compute_metrics=build_compute_metrics(tokenizer),
         callbacks=[clock, *callbacks],
         max_tokens=max_tokens,
+        length_buckets=length_buckets,
         convergence=clock,
     )
-    trainer.remove_callback(ProgressCallback)  # replaced by a bar that shows the clock and BLEU as well
-    trainer.add_callback(ConvergenceProgressCallback(clock, show_bar=not training_args.disable_tqdm))
+    use_our_progress(trainer, clock)
     return trainer
+
+
+def compiled_graphs_needed(config, length_buckets: list[int] | None) -> int | None:
+    """How many graphs a compiled training step needs (None: unbounded, shapes vary from batch to batch).
+
+    One per batch shape (one per length bucket; without buckets every padded length is a shape) and, with
+    backskipping, one per skip pattern of the k encoder reservoirs (``backskip_plan``: at most 2**k).
+    """
+    if not length_buckets:
+        return None
+    patterns = 2 ** len(config.encoder_reservoir_layers) if config.backskip_mode != "exact" else 1
+    return len(length_buckets) * patterns
+
+
+def allow_compiled_graphs(config, length_buckets: list[int] | None) -> None:
+    """Raise dynamo's recompile limit (8 graphs per function by default) to what the step needs, so that a
+    compiled step with length buckets and backskipping never falls back to eager silently; without buckets
+    a compiled step recompiles for new lengths, and the log says so."""
+    import torch._dynamo
+
+    needed = compiled_graphs_needed(config, length_buckets)
+    if needed is None:
+        logger.warning(
+            "torch_compile without length_buckets: every new padded batch length compiles a new graph (dynamo "
+            "falls back to eager after %d); pass --length_buckets (with --max_tokens) for fixed shapes.",
+            torch._dynamo.config.recompile_limit,
+        )
+        return
+    if needed > torch._dynamo.config.recompile_limit:
+        torch._dynamo.config.recompile_limit = needed
+        logger.info("torch_compile: recompile_limit raised to %d (length buckets x backskip patterns).", needed)
+
+
+def use_our_progress(trainer, clock: ConvergenceCallback) -> None:
+    """Replace the Trainer's progress bar with ours, which shows the clock and BLEU as well."""
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConvergenceProgressCallback(clock, show_bar=not trainer.args.disable_tqdm))
 
 
 def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_test: bool) -> dict:

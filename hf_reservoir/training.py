@@ -32,7 +32,14 @@ from .inference import longest_first, write_scoring_settings
 from .model_card import corpus_stats, describe_hardware, training_facts, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
 from .run_folder import CORPUS_STATS_FILE, MODEL_DIR, RESULTS_FILE, write_run_file
-from .trainer import BackskipStepCallback, final_scores, make_trainer, sharing_callbacks, sharing_record
+from .trainer import (
+    BackskipStepCallback,
+    allow_compiled_graphs,
+    final_scores,
+    make_trainer,
+    sharing_callbacks,
+    sharing_record,
+)
 
 
 def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: str | None = None):
@@ -263,9 +270,20 @@ def run_training(
             data_args, training_args.output_dir, model_args.model_name_or_path
         )
     model = build_model_for_run(model_args, config, data_args, training_args, tokenizer, resume)
+    if training_args.torch_compile:
+        allow_compiled_graphs(model.config, data_args.length_buckets)
     tokenized = tokenize_for_training(corpus, tokenizer, data_args, data_stats)
     extra_callbacks = [*sharing, BackskipStepCallback(), *(callbacks or [])]
-    trainer = make_trainer(model, tokenizer, tokenized, training_args, data_args.max_tokens, clock, extra_callbacks)
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        tokenized,
+        training_args,
+        data_args.max_tokens,
+        clock,
+        extra_callbacks,
+        data_args.length_buckets,
+    )
     train_output = trainer.train(resume_from_checkpoint=resume)
     report = run_report(clock, model, trainer, train_output, sharing, data_args, data_stats, cooldown)
     report.update(final_scores(trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test))

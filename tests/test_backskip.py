@@ -135,3 +135,21 @@ def test_bad_backskip_values():
         tiny_config(backskip_mode="sometimes")
     with pytest.raises(ValueError, match="backskip_anneal_factor"):
         tiny_config(backskip_anneal_factor=1.5)
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_the_predictor_regression_gradients_are_those_of_its_error(rank):
+    from hf_reservoir.modeling_reservoir import BackskipPredictor, _predictor_regression
+
+    torch.manual_seed(0)
+    predictor = BackskipPredictor(8, rank)
+    for param in predictor.parameters():
+        torch.nn.init.normal_(param, std=0.3)
+    grad_output, grad_input = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    error, grads = _predictor_regression(grad_output, grad_input, tuple(predictor.parameters()))
+    target = grad_input.reshape(-1, 8)
+    expected_error = (predictor(grad_output.reshape(-1, 8)) - target).pow(2).sum() / target.pow(2).sum()
+    expected = torch.autograd.grad(expected_error, list(predictor.parameters()))
+    torch.testing.assert_close(error, expected_error.detach())
+    for grad, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(grad, want)

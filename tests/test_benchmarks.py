@@ -61,6 +61,9 @@ def test_gpu_check_dry_run_on_the_cpu(corpus_dir, tmp_path):
     assert sorted(os.listdir(out)) == ["gpu_check.log", "pair.json", "pair.md", "step_cost.json", "step_cost.md"]
     report = json.loads((out / "step_cost.json").read_text())
     assert {"graph_breaks", "ratio"} <= set(report["compile"]["ours, N + k ffn reservoirs"])
+    learned = report["compile"]["ours, N + k transformer reservoirs, backskip learned"]
+    assert learned["graph_breaks"] == 0 and set(learned["modes"]) == {"eager", "compiled"}  # no CUDA graphs on a CPU
+    assert learned["modes"]["compiled"]["mfu"] > 0 and learned["modes"]["compiled"]["ratio_to_no_reservoirs"] > 0
     pair = json.loads((out / "pair.json").read_text())
     assert set(pair["arms"]) == {"regular", "ffn"} and pair["arms"]["ffn"]["encoder_layout"] == "LLLRLRLL"
     assert all(row["steps_trained"] > 0 and row["seconds_per_step"] > 0 for row in pair["arms"].values())
@@ -77,3 +80,16 @@ def test_recipe_speed_benchmark_runs_on_real_batches(corpus_dir, tokenizer_dir, 
     first = next(iter(report["variants"].values()))
     assert first["step_time_ratio"] == 1.0 and first["pairs_per_second"] > 0
     assert "| 1 decoder layer |" in (tmp_path / "smoke.md").read_text()
+
+
+def test_host_overhead_benchmark_times_every_loop(tmp_path):
+    from hf_reservoir.benchmarks.host_overhead import ARMS
+    from hf_reservoir.benchmarks.host_overhead import main as host_overhead
+
+    report = host_overhead(["--steps", "4", "--repeats", "2", "--warmup", "0", "--output-dir", str(tmp_path)])
+    assert list(report["arms"]) == list(ARMS)
+    assert all(len(row["repeats_ms"]) == 2 and min(row["repeats_ms"]) > 0 for row in report["arms"].values())
+    assert report["arms"]["raw"]["overhead_ms_vs_raw"] == 0 and report["arms"]["raw"]["ratio_to_raw"] == 1
+    assert "| raw + DataLoader |" in (tmp_path / "host_overhead_cpu.md").read_text()
+    with pytest.raises(SystemExit):
+        host_overhead(["--steps", "2"])  # the time per step needs at least 3 step begins

@@ -18,6 +18,9 @@ MODELS = {
     # Skips with probability 1 - 0.5**(n + 1) from step 0: both patterns (skip, exact) of each reservoir occur.
     "backskip-identity": {"num_encoder_reservoir_layers": 2, "backskip_mode": "identity", "backskip_warmup_steps": 0,
                           "backskip_anneal_factor": 0.5},
+    # The same, with the learned predictor: exact steps train it inside the graph (the carrier taps).
+    "backskip-learned": {"num_encoder_reservoir_layers": 2, "backskip_mode": "learned", "backskip_warmup_steps": 0,
+                         "backskip_anneal_factor": 0.5, "backskip_predictor_rank": 4},
 }  # fmt: skip
 
 
@@ -77,7 +80,23 @@ def compile_and_count(name: str) -> None:
     seen = set(patterns)
     epoch(100)  # a later epoch, with different steps: only a pattern not seen before may compile
     assert backend.graphs - first == len(patterns - seen)
-    if name == "backskip-identity":
+    if name.startswith("backskip"):
         assert len({plan for _, plan in patterns}) > 1  # the skip pattern changed from step to step
         counts = encoder.backskip_counts  # counted inside the compiled graph
         assert counts["skipped"] > 0 and counts["exact"] > 0
+
+
+def test_a_compiled_run_may_compile_one_graph_per_bucket_and_skip_pattern(caplog):
+    import torch._dynamo
+
+    from hf_reservoir.trainer import allow_compiled_graphs, compiled_graphs_needed
+
+    backskip = tiny_config(num_encoder_reservoir_layers=2, backskip_mode="learned")
+    assert compiled_graphs_needed(backskip, [16, 32, 64]) == 3 * 4
+    assert compiled_graphs_needed(tiny_config(num_encoder_reservoir_layers=2), [16, 32, 64]) == 3
+    with torch._dynamo.config.patch(recompile_limit=8):
+        allow_compiled_graphs(backskip, [16, 32, 64])
+        assert torch._dynamo.config.recompile_limit == 12
+        allow_compiled_graphs(backskip, None)  # unbounded shapes: the limit stays, and the log says why
+        assert torch._dynamo.config.recompile_limit == 12
+    assert "pass --length_buckets" in caplog.text

@@ -381,3 +381,40 @@ def test_convergence_figures_reach_tensorboard(tmp_path):
     assert peak == [1.0, 3.0, 3.0]
     assert time_to_peak[1] == time_to_peak[2] == pytest.approx(clock[1])  # the peak stays at the second evaluation
     assert clock == pytest.approx([e["train_seconds"] for e in callback.record.evaluations])
+
+
+def test_under_ddp_the_clock_communicates_only_at_readings(args, monkeypatch):
+    """No per-step broadcast or device wait: only steps that end in a log (here every 4th), an evaluation, a
+    save or the stop read the clock across ranks; the budget acts at the first reading past it."""
+    from hf_reservoir import convergence
+
+    waits, syncs = [], []
+    monkeypatch.setattr(convergence, "synchronize_device", lambda: waits.append(1))
+    monkeypatch.setattr(convergence.TrainingClock, "distributed", staticmethod(lambda: True))
+    monkeypatch.setattr(convergence.TrainingClock, "sync", lambda self: syncs.append(1) or self.seconds)
+    clock = FakeClock()
+    callback = ConvergenceCallback(budget_seconds=25, clock=clock)
+    state, control = TrainerState(), TrainerControl()
+    callback.on_train_begin(args, state, control)
+    steps = 0
+    while not control.should_training_stop and steps < 20:
+        callback.on_step_begin(args, state, control)
+        clock.now += 10
+        state.global_step = steps = steps + 1
+        control.should_log = steps % 4 == 0  # what the Trainer's flow callback sets before ours runs
+        callback.on_step_end(args, state, control)
+    assert steps == 4  # 30 s was past the budget at step 3, but step 3 was no reading
+    assert len(syncs) == 1 and len(waits) == 1
+    assert callback.record.stopped_by == "budget" and callback.record.train_seconds == 40
+
+
+def test_a_single_process_checks_the_budget_at_every_step_without_waiting_for_the_device(args, monkeypatch):
+    from hf_reservoir import convergence
+
+    waits = []
+    monkeypatch.setattr(convergence, "synchronize_device", lambda: waits.append(1))
+    clock = FakeClock()
+    callback = ConvergenceCallback(budget_seconds=25, clock=clock)
+    _, control = drive(callback, clock, [("step", 10)] * 10, args)
+    assert callback.record.steps == 3 and control.should_training_stop
+    assert len(waits) == 1  # the stop is a reading: its step waits for the device; steps 1-2 did not

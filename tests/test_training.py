@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import sys
 
 import pytest
@@ -190,6 +191,120 @@ def test_token_batch_sampler():
     assert list(sampler) != batches and list(TokenBatchSampler(lengths, 64, seed=1)) == batches
     with pytest.raises(ValueError, match="max_tokens=20"):
         TokenBatchSampler(lengths, max_tokens=20)
+
+
+def test_length_buckets_batch_every_pair_once_in_fixed_shapes(tokenizer_dir):
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.tokenization import load_tokenizer
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    rng = random.Random(0)
+    pairs = [(rng.randint(1, 30), rng.randint(1, 30)) for _ in range(203)]
+    data = Dataset.from_dict(
+        {"input_ids": [[5 + i % 50] * s for i, (s, _) in enumerate(pairs)], "labels": [[7] * t for _, t in pairs]}
+    )
+    pad = tokenizer.pad_token_id
+    model = ReservoirMarianMTModel(
+        tiny_config(vocab_size=len(tokenizer), pad_token_id=pad, decoder_start_token_id=pad)
+    )
+    args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none", use_cpu=True, seed=4)
+    trainer = ReservoirSeq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        max_tokens=64,
+        length_buckets=[8, 16, 32],
+    )
+    shapes, sources = set(), []
+    for batch in trainer.get_train_dataloader():
+        shapes.add(tuple(batch["input_ids"].shape))
+        assert {tuple(v.shape) for v in batch.values()} == {tuple(batch["input_ids"].shape)}
+        real = (batch["labels"] != -100).any(dim=1)
+        sources += [
+            tuple(row[mask.bool()].tolist())
+            for row, mask in zip(batch["input_ids"][real], batch["attention_mask"][real])
+        ]
+        assert (batch["attention_mask"][~real].sum(dim=1) == 1).all()  # padding rows attend to one position only
+    assert shapes <= {(8, 8), (4, 16), (2, 32)}
+    assert sorted(sources) == sorted(tuple(ids) for ids in data["input_ids"])  # every pair once, none cut
+
+
+def test_bucket_padding_changes_neither_the_loss_nor_the_gradients(tokenizer_dir):
+    from transformers import DataCollatorForSeq2Seq
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.data import BucketPadding
+    from hf_reservoir.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    pad = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=len(tokenizer), pad_token_id=pad, decoder_start_token_id=pad, layernorm_position="pre"
+    )
+    model = ReservoirMarianMTModel(config)
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    features = [
+        {"input_ids": [9, 10, 11, 12, 0], "labels": [20, 21, 0]},
+        {"input_ids": [13, 0], "labels": [22, 23, 24, 25, 0]},
+    ]
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = collator(features)
+    padded = BucketPadding(collator, [4, 16], max_tokens=64, pad_token_id=pad)(features)
+    assert tuple(padded["input_ids"].shape) == (4, 16)
+    loss, grads = loss_and_grads(plain)
+    padded_loss, padded_grads = loss_and_grads(padded)
+    torch.testing.assert_close(padded_loss, loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(padded_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_length_buckets_are_refused_with_the_value_to_change(tmp_path):
+    with pytest.raises(ValueError, match="ascending"):
+        TokenBatchSampler([3, 5], max_tokens=64, buckets=[16, 8])
+    with pytest.raises(ValueError, match=r"ends below the longest example \(40 tokens\); add a bucket of at least 40"):
+        TokenBatchSampler([3, 40], max_tokens=64, buckets=[8, 16])
+    with pytest.raises(ValueError, match="above max_tokens=64"):
+        TokenBatchSampler([3, 5], max_tokens=64, buckets=[8, 128])
+    # Before training: the last bucket must hold max_source_length and max_target_length (48 here).
+    model_args, data_args, training_args, convergence = tiny_args(str(tmp_path / "no-corpus"), None, tmp_path / "run")
+    data_args.max_tokens, data_args.length_buckets = 2000, [16, 32]
+    with pytest.raises(ValueError, match=r"ends below max_source_length/max_target_length \(48 tokens\)"):
+        run_training(model_args, data_args, training_args, convergence)
+    data_args.max_tokens = None
+    with pytest.raises(ValueError, match="needs max_tokens"):
+        run_training(model_args, data_args, training_args, convergence)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_flop_estimate_counts_the_parameters_once(tmp_path, monkeypatch):
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from hf_reservoir import ReservoirMarianMTModel
+    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
+
+    model = ReservoirMarianMTModel(tiny_config())
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    ours, theirs = ReservoirSeq2SeqTrainer(model=model, args=args), Seq2SeqTrainer(model=model, args=args)
+    inputs = {"input_ids": torch.ones(4, 7, dtype=torch.long)}
+    expected = theirs.floating_point_ops(inputs)
+    counts = []
+    original = type(model).num_parameters
+    monkeypatch.setattr(type(model), "num_parameters", lambda self, **kw: counts.append(1) or original(self, **kw))
+    assert [ours.floating_point_ops(inputs) for _ in range(3)] == [expected] * 3 and expected > 0
+    assert len(counts) == 1
 
 
 def test_optimizer_holds_trainable_parameters_only(tmp_path):

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["generation"] = generation(s, args.device, dtype)
     if args.compile:
         report["compile_backend"] = args.compile_backend
-        report["compile"] = compiled(s, args.device, dtype, args.compile_backend)
+        report["compile"] = compiled(s, args.device, dtype, args.compile_backend, peak)
     report["checks"] = checks(report)
     write_report(args.output_dir, args.name or f"step_cost_{args.device}", report, markdown(report))
     return report
