@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check: one script for a machine with one CUDA GPU and no network, in about 8 minutes.
+# The GPU check: one script for a machine with one CUDA GPU and no network.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR              # on the GPU machine, from the repository root
-#   bash benchmarks/gpu_check.sh --dry-run OUT_DIR    # here, on the CPU: tiny shapes, a few steps
+#   bash benchmarks/gpu_check.sh OUT_DIR                        # on the GPU machine, from the repository root
+#   bash benchmarks/gpu_check.sh --only install,bench OUT_DIR   # some steps (a device call is capped at 10 min)
+#   bash benchmarks/gpu_check.sh --dry-run OUT_DIR              # here, on the CPU: tiny shapes, a few steps
 #
 # Before going to the GPU machine (here, with network):
 #   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -11,13 +12,23 @@
 #   hf-reservoir prepare / python training/prepare_data.py --output-dir data/de-en   (the corpus, 32 MB)
 # and carry .wheels/ and data/de-en/ (both gitignored) with the tree.
 #
-# Steps: 1. install offline from .wheels (transformers pinned to the tested version); 2. the device tests
-# (tests/test_device.py with HF_RESERVOIR_TEST_DEVICE=cuda); 3. the step-cost benchmark in bf16 at the
-# paper's IWSLT sizes, with torch.compile; 4. a paired training run, regular N = 6 against FFN 6 + 2
-# (benchmarks/gpu_pair.py). Everything it reports goes into OUT_DIR (at most 8 files, no subfolders).
+# Steps (--only picks some, comma-separated; default all): install: offline from .wheels (transformers pinned
+# to the tested version); tests: the device tests (tests/test_device.py with HF_RESERVOIR_TEST_DEVICE=cuda);
+# bench: the step-cost benchmark in bf16 at the paper's IWSLT sizes, eager, torch.compile and CUDA graphs (MFU,
+# whole-step ratios; about 5 minutes, most of it compiling); cell: the paper's cell to convergence, six arms
+# concurrently on the GPU with an A/A pair (benchmarks/gpu_cell.py, benchmarks/gpu_cell.yaml; at most 8 minutes).
+# Everything it reports goes into OUT_DIR (no subfolders).
 set -uo pipefail
 dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
+only=install,tests,bench,cell
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --dry-run) dry_run=1; shift ;;
+        --only) only=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
 out="${1:?usage: bash benchmarks/gpu_check.sh [--dry-run] OUT_DIR}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
@@ -40,30 +51,38 @@ python=${PYTHON:-python3}
 
 if [[ $dry_run == 0 ]]; then
     site=/tmp/hf_reservoir_site
-    step install "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$site" .wheels/*.whl
+    if wants install; then
+        step install "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" .wheels/*.whl
+    fi
     export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
     device=cuda
     compile_backend=inductor
     bench_shapes=(--shapes gpu --dtype bf16)
-    pair=(--seconds "${PAIR_SECONDS:-80}" --warmup_seconds "${PAIR_WARMUP_SECONDS:-30}")
+    cell=()
 else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     device=cpu
     compile_backend=eager  # graph breaks are found the same way; inductor's C++ build would take minutes
     bench_shapes=(--tiny --dtype fp32)
-    pair=(--dry-run)
+    cell=(--dry-run)
 fi
 step versions "$python" -c "import torch, transformers, accelerate, datasets, sentencepiece, sacrebleu, hf_reservoir
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')
 print('transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'datasets', datasets.__version__)"
-step device_tests env HF_RESERVOIR_TEST_DEVICE=$device "$python" -m pytest -q -p no:cacheprovider tests/test_device.py
-step step_cost "$python" -m benchmarks.step_cost --device $device "${bench_shapes[@]}" --compile \
-    --compile-backend $compile_backend --output-dir "$out" --name step_cost
+if wants tests; then
+    step device_tests env HF_RESERVOIR_TEST_DEVICE=$device "$python" -m pytest -q -p no:cacheprovider tests/test_device.py
+fi
+if wants bench; then
+    step step_cost "$python" -m benchmarks.step_cost --device $device "${bench_shapes[@]}" --compile \
+        --compile-backend $compile_backend --output-dir "$out" --name step_cost
+fi
 data=${DATA_PATH:-data/de-en}  # the built corpus, carried with the tree
 tokenizer=()
 if [[ -f "$data/tokenizer/vocab.json" ]]; then tokenizer=(--tokenizer_path "$data/tokenizer"); fi
-step paired_training "$python" -m benchmarks.gpu_pair --output-dir "$out" --work-dir "${WORK_DIR:-/tmp/hf_reservoir_pair}" \
-    --data_path "$data" "${tokenizer[@]}" "${pair[@]}"
+if wants cell; then
+    step cell "$python" -m benchmarks.gpu_cell --output-dir "$out" --work-dir "${WORK_DIR:-/tmp/hf_reservoir_cell}" \
+        --data_path "$data" "${tokenizer[@]}" "${cell[@]}"
+fi
 grep "^===" "$log"
 exit $status

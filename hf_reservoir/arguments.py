@@ -191,6 +191,20 @@ class ConvergenceArguments:
     )
     lane_name: str | None = field(default=None, metadata={"help": "this run's name in its lane"})
     lane_slice_seconds: float = field(default=10.0, metadata={"help": "training seconds per turn in a lane"})
+    lane_sharing: str = field(
+        default="turns",
+        metadata={
+            "help": "how the runs of a lane share the machine: turns (one trains at a time, for lane_slice_seconds) "
+            "or concurrent (all train at once, e.g. on one GPU, after starting the clock together)"
+        },
+    )
+    clock_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "train this many first steps off the clock (compilation, CUDA graph capture, allocator growth "
+            "are one-time costs); in a concurrent lane every run then starts its clock together"
+        },
+    )
     step_delay_seconds: float = field(
         default=0.0,
         metadata={
@@ -214,6 +228,10 @@ class ConvergenceArguments:
             )
         if self.step_delay_seconds < 0:
             raise ValueError(f"step_delay_seconds={self.step_delay_seconds} must be 0 or more.")
+        if self.lane_sharing not in ("turns", "concurrent"):
+            raise ValueError(f"lane_sharing={self.lane_sharing!r}; use turns or concurrent.")
+        if self.clock_warmup_steps < 0:
+            raise ValueError(f"clock_warmup_steps={self.clock_warmup_steps} must be 0 or more.")
         if (self.lane_dir is None) != (self.lane_name is None):
             raise ValueError(
                 f"lane_dir={self.lane_dir!r} and lane_name={self.lane_name!r}: a run in a lane needs both "

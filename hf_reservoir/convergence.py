@@ -235,6 +235,8 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
             ``output_dir`` if unset.
         clock (`callable`): the time source, ``time.perf_counter`` (tests pass a fake).
+        warmup_steps (`int`): the first steps train off the clock (one-time costs: compilation, CUDA graph
+            capture, allocator growth); the clock starts at 0 after them.
     """
 
     def __init__(
@@ -245,7 +247,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         output_dir: str | None = None,
         clock=time.perf_counter,
         lr_cooldown: float | None = None,
+        warmup_steps: int = 0,
     ):
+        self.warmup_steps = warmup_steps
         self.rules = StoppingRules(budget_seconds, patience)
         self.cooldown = LrCooldown(lr_cooldown, budget_seconds) if lr_cooldown is not None else None
         self.clock = TrainingClock(clock)
@@ -261,6 +265,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
                 "budget_seconds": self.budget_seconds,
                 "patience": self.rules.patience,
                 "lr_cooldown": self.cooldown.fraction if self.cooldown else None,
+                "warmup_steps": self.warmup_steps,
             },
             "attributes": {"record": asdict(self.record), "_epoch_start": self._epoch_start},
         }
@@ -299,6 +304,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.clock.start(self.record.train_seconds)
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step < self.warmup_steps:  # a warm-up step: trained, but off the clock
+            self.clock.skip_interval()
+            return
         self.record.train_seconds = self.clock.tick()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -309,7 +317,12 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         # first reading past T-hat, and the cool-down's rate moves once per logging interval.
         reading = control.should_log or control.should_evaluate or control.should_save or control.should_training_stop
         reading = reading or (state.max_steps > 0 and state.global_step >= state.max_steps)
-        self.clock.tick(wait_for_device=reading)
+        if state.global_step <= self.warmup_steps:
+            if state.global_step == self.warmup_steps:
+                synchronize_device()  # the warm-up's queued work stays off the clock too
+            self.clock.skip_interval()
+        else:
+            self.clock.tick(wait_for_device=reading)
         self.record.epochs = float(state.epoch or 0.0)
         self.record.steps = state.global_step
         if not reading and self.clock.distributed():

@@ -23,6 +23,14 @@ The protocol is files in a lane folder, driven by :func:`run_lane` (the parent) 
 
 The parent hands out the first turn once every arm is ready (or has exited), and passes the turn
 when the holder yields or its process ends.
+
+**Concurrent lanes** (``lane_sharing concurrent``, the sweep's ``sharing: concurrent``) are for a GPU, where one
+run uses a fraction of the device (issue #25): the arms train at the same time, each on its own CPU cores
+(:func:`run_concurrent` pins them), and the concurrency is the pairing: drift hits every arm alike. Each arm
+trains its ``clock_warmup_steps`` off the clock, writes ``<arm>.ready`` and waits; the parent writes ``go``
+once every arm still running is ready, and every clock starts then. Concurrency has the bias the turn-taking
+lanes avoid: once one arm stops, the others train on a quieter device. The report shows each run's interval,
+so a reader sees when an arm trained alone.
 """
 
 from __future__ import annotations
@@ -118,6 +126,76 @@ class TurnTakingCallback(TrainerCallback):
         self._end_turn()  # it keeps the turn for its final scores, but trains no more
 
 
+class ConcurrentStartCallback(TrainerCallback):
+    """Start the clock together with the other arms of a concurrent lane, after this arm's warm-up steps."""
+
+    def __init__(self, lane_dir: str, name: str, convergence):
+        self.lane_dir, self.name, self.convergence = lane_dir, name, convergence
+        self.waited_seconds = 0.0
+
+    def _wait_for_go(self) -> None:
+        start = time.perf_counter()
+        _touch(os.path.join(self.lane_dir, f"{self.name}.ready"))
+        while not os.path.exists(os.path.join(self.lane_dir, "go")):
+            time.sleep(POLL_SECONDS)
+        self.waited_seconds += time.perf_counter() - start
+        self.convergence.skip_interval()  # the wait is not training time
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.convergence.record.parts:
+            self.convergence.record.parts[-1]["lane"] = self.lane_dir
+        if state.global_step >= self.convergence.warmup_steps:  # no warm-up (left): wait before the first step
+            self._wait_for_go()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.convergence.warmup_steps and state.global_step == self.convergence.warmup_steps:
+            self._wait_for_go()
+
+
+def _clear(lane_dir: str) -> None:
+    os.makedirs(lane_dir, exist_ok=True)
+    for entry in os.listdir(lane_dir):  # a lane that restarts starts clean
+        os.remove(os.path.join(lane_dir, entry))
+
+
+def run_concurrent(
+    commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None, cores=None
+) -> dict:
+    """Run the arms ``{name: command}`` of a concurrent lane at once; returns ``{name: exit status}``.
+
+    Each command must start a training run with ``--lane_dir lane_dir --lane_name name --lane_sharing
+    concurrent``. ``cores``: ``{name: set of CPU ids}`` to pin each arm to (Linux), so that arms do not compete
+    for the same cores. The parent writes ``go`` when every arm still running is ready (see the module doc).
+    """
+    _clear(lane_dir)
+    processes, handles = {}, {}
+    for name, command in commands.items():
+        handles[name] = open(logs[name], "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        pinned = (cores or {}).get(name)
+        preexec = (lambda ids=pinned: os.sched_setaffinity(0, ids)) if pinned else None
+        processes[name] = subprocess.Popen(
+            command, stdout=handles[name], stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+        )
+    go = os.path.join(lane_dir, "go")
+    try:
+        while True:
+            alive = [name for name in commands if processes[name].poll() is None]
+            if not alive:
+                break
+            if not os.path.exists(go) and all(
+                os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive
+            ):
+                _touch(go)
+            time.sleep(PARENT_POLL_SECONDS)
+    finally:
+        for name, process in processes.items():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            handles[name].close()
+    return {name: process.returncode for name, process in processes.items()}
+
+
 def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None) -> dict:
     """Run the arms ``{name: command}`` of one lane, taking turns; returns ``{name: exit status}``.
 
@@ -125,9 +203,7 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     output and error of each are appended to ``logs[name]`` (a resumed run keeps its earlier log; the
     caller empties the log of a run that starts over).
     """
-    os.makedirs(lane_dir, exist_ok=True)
-    for entry in os.listdir(lane_dir):  # a lane that restarts starts clean
-        os.remove(os.path.join(lane_dir, entry))
+    _clear(lane_dir)
     turn_path = os.path.join(lane_dir, "turn")
     _write_atomic(turn_path, "")
     processes, handles = {}, {}

@@ -35,7 +35,7 @@ def split_model(model: str) -> tuple[str, str | None]:
     return base, backskip if dash else None
 
 
-SHARING_SCHEMES = ("sequential", "lanes")
+SHARING_SCHEMES = ("sequential", "lanes", "concurrent")
 
 
 @dataclass
@@ -54,7 +54,9 @@ class SweepConfig:
     model_overrides: dict = field(default_factory=dict)
     # How runs share the machine (hf_reservoir/sharing.py): "sequential", one run at a time with every core;
     # or "lanes", where the models of one N and seed take turns on threads_per_lane threads, parallel_lanes
-    # lanes at a time, so that the arms of one comparison see the same machine.
+    # lanes at a time, so that the arms of one comparison see the same machine; or "concurrent", where they
+    # train at the same time (one GPU shared), each pinned to its own threads_per_lane cores, and start their
+    # clocks together after clock_warmup_steps (a train_overrides entry).
     sharing: str = "sequential"
     parallel_lanes: int = 2
     threads_per_lane: int = 1
@@ -136,6 +138,20 @@ def reference_model(config: SweepConfig) -> str:
     return "regular" if "regular" in config.models else config.models[0]
 
 
+def lane_reference(config: SweepConfig, model: str) -> str:
+    """The model that ``model``'s ratios are taken against: the reference model, or, when a ``lanes`` mapping
+    puts ``model`` in a lane without it, the reference's copy in that lane (``regular@b``), so that a ratio is
+    always taken between runs that took turns in one lane."""
+    reference = reference_model(config)
+    if config.lanes is None:
+        return reference
+    members = next(members for members in config.lanes.values() if model in members)
+    if reference in members:
+        return reference
+    copies = [m for m in members if m != model and m.partition("@")[0] == reference]
+    return copies[0] if copies else reference
+
+
 def cells(config: SweepConfig) -> list[Cell]:
     return [Cell(m, n, s) for n in config.updatable_layers for m in config.models for s in config.seeds]
 
@@ -170,7 +186,7 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
     overrides.update(config.model_overrides.get(cell.model, {}))
     argv = [config.train_config]
     for key, value in overrides.items():
-        argv += [f"--{key}", str(value)]
+        argv += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     return argv
 
 
@@ -213,19 +229,32 @@ def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> s
     return "done" if process.returncode == 0 else "failed"
 
 
+def pinned_cores(names: list[str], config: SweepConfig) -> dict[str, set[int]] | None:
+    """Each arm of a concurrent lane its own ``threads_per_lane`` cores, in turn from the cores this process may
+    use; None (no pinning) where the machine has too few cores for that or cannot pin (not Linux)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    available = sorted(os.sched_getaffinity(0))
+    width = config.threads_per_lane
+    if len(available) < width * len(names):
+        return None
+    return {name: set(available[i * width : (i + 1) * width]) for i, name in enumerate(names)}
+
+
 def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.executable) -> dict[Cell, str]:
     """Run the unfinished cells of one lane together, taking turns (:mod:`hf_reservoir.sharing`).
 
     Finished cells are skipped; the unfinished ones start again together, each from its last checkpoint
     (or from scratch without one), so an interrupted lane goes on as a lane.
     """
-    from .sharing import run_lane
+    from .sharing import run_concurrent, run_lane
 
     todo = [cell for cell in lane if not finished(config, cell)]
     statuses = {cell: "skipped" for cell in lane if cell not in todo}
     if not todo:
         return statuses
     lane_dir = os.path.join(config.output_dir, "lanes", lane_of(config, lane[0]))
+    concurrent = config.sharing == "concurrent"
     commands, logs = {}, {}
     for cell in todo:
         command = train_command(config, cell, python)
@@ -233,10 +262,14 @@ def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.exec
             logs[cell.name] = log.name
         commands[cell.name] = command + [
             "--lane_dir", lane_dir, "--lane_name", cell.name, "--lane_slice_seconds", str(config.slice_seconds),
+            "--lane_sharing", "concurrent" if concurrent else "turns",
         ]  # fmt: skip
     threads = str(config.threads_per_lane)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    codes = run_lane(commands, lane_dir, logs, env=env)
+    if concurrent:
+        codes = run_concurrent(commands, lane_dir, logs, env=env, cores=pinned_cores(list(commands), config))
+    else:
+        codes = run_lane(commands, lane_dir, logs, env=env)
     for cell in todo:
         statuses[cell] = "done" if codes[cell.name] == 0 else "failed"
     return statuses

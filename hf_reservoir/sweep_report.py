@@ -26,7 +26,7 @@ import statistics
 from .convergence import aucc, time_to_target
 from .metrics import format_value
 from .run_folder import CONVERGENCE_FILE, RESULTS_FILE, read_run_file
-from .sweep import Cell, SweepConfig, cells, reference_model, split_model
+from .sweep import Cell, SweepConfig, cells, lane_reference, reference_model, split_model
 
 
 def _mean_std(values: list) -> tuple[float, float]:
@@ -222,14 +222,90 @@ def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
             if model not in measured:
                 continue
             row = _group_row(config, model, n, measured[model], runs)
-            row["reference"] = reference  # the model every ratio of this row is taken against (not always regular)
-            if model != reference and reference in measured:
-                row["paired"] = _paired(measured[model], measured[reference], runs)
+            # The model every ratio of this row is taken against (not always regular; in a lane without the
+            # reference model, its copy there).
+            own_reference = lane_reference(config, model)
+            row["reference"] = own_reference
+            if model != own_reference and own_reference in measured:
+                row["paired"] = _paired(measured[model], measured[own_reference], runs)
                 row["time_to_peak_ratio_to_reference"] = row["paired"]["time_to_peak_ratio"][0]
             else:
-                row["time_to_peak_ratio_to_reference"] = 1.0 if model == reference else None
+                row["time_to_peak_ratio_to_reference"] = 1.0 if model == own_reference else None
             summary[f"{model}/N{n}"] = row
     return summary, all_targets
+
+
+def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
+    """Each backskipping model beside its exact twin (the same reservoirs, every backward computed), same N and
+    seed: the step-cost ratio, steps to the peak, and whether the skipped steps still learned: BLEU minus the
+    twin's at the evaluation steps both have after the backskip warm-up (where skipping starts), and the BLEU
+    each gained over those steps. Empty without backskipping models."""
+    comparison = {}
+    for model in config.models:
+        base, backskip = split_model(model)
+        if backskip is None:
+            continue
+        for n in config.updatable_layers:
+            own = {c.seed: run for c, run in runs.items() if c.model == model and c.updatable == n}
+            twin = {c.seed: run for c, run in runs.items() if c.model == base and c.updatable == n}
+            seeds = sorted(set(own) & set(twin))
+            if not seeds:
+                continue
+            per_seed = [_backskip_seed(own[s], twin[s]) for s in seeds]
+            comparison[f"{model}/N{n}"] = {
+                "model": model,
+                "exact_model": base,
+                "updatable_layers": n,
+                "seeds": len(seeds),
+                **{key: _mean_std([p[key] for p in per_seed]) for key in per_seed[0]},
+            }
+    return comparison
+
+
+def _backskip_seed(own: dict, twin: dict) -> dict:
+    record = own["results"].get("backskip") or {}
+    skipped, exact = record.get("skipped"), record.get("exact")
+    warmup = record.get("warmup_steps", 0)
+    curves = [{e["step"]: e["bleu"] for e in run["convergence"]["evaluations"]} for run in (own, twin)]
+    common = sorted(step for step in set(curves[0]) & set(curves[1]) if step > warmup)
+    mine, theirs = own["convergence"]["summary"], twin["convergence"]["summary"]
+    return {
+        "skipped_fraction": skipped / (skipped + exact) if skipped is not None and skipped + exact else None,
+        "seconds_per_step_ratio": mine["seconds_per_step"] / theirs["seconds_per_step"],
+        "steps_to_peak": mine["step_at_peak"],
+        "exact_steps_to_peak": theirs["step_at_peak"],
+        "peak_bleu_difference": mine["peak_bleu"] - theirs["peak_bleu"],
+        "bleu_difference_at_equal_steps": (
+            statistics.fmean(curves[0][s] - curves[1][s] for s in common) if common else None
+        ),
+        "bleu_gain_after_warmup": curves[0][common[-1]] - curves[0][common[0]] if len(common) > 1 else None,
+        "exact_bleu_gain_after_warmup": curves[1][common[-1]] - curves[1][common[0]] if len(common) > 1 else None,
+    }
+
+
+def backskip_table(comparison: dict) -> list[str]:
+    if not comparison:
+        return []
+    lines = [
+        "",
+        "Backskipping beside its exact twin (the same reservoirs with every backward computed), same N and seed, "
+        "mean ± std over seeds. Skipped: the share of the reservoirs' training forwards whose backward was skipped. "
+        "Learned while skipping: BLEU minus the twin's at the evaluations both have after the backskip warm-up, and "
+        "the BLEU each gained from the first to the last of those evaluations.",
+        "",
+        "| model | N | seeds | skipped | s/step, ratio to exact | steps to max (exact) | max BLEU, difference | "
+        "BLEU difference at equal steps | BLEU gained after warm-up (exact) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison.values():
+        lines.append(
+            f"| {row['model']} | {row['updatable_layers']} | {row['seeds']} | {_pm(row['skipped_fraction'])} | "
+            f"{_pm(row['seconds_per_step_ratio'], 3)} | {_pm(row['steps_to_peak'], 0)} "
+            f"({_pm(row['exact_steps_to_peak'], 0)}) | {_pm(row['peak_bleu_difference'])} | "
+            f"{_pm(row['bleu_difference_at_equal_steps'])} | {_pm(row['bleu_gain_after_warmup'])} "
+            f"({_pm(row['exact_bleu_gain_after_warmup'])}) |"
+        )
+    return lines
 
 
 def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
@@ -243,6 +319,8 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
     for row in summary.values():
         ratio = row["time_to_peak_ratio_to_reference"]
         ratio = "n/a" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
+        if row["reference"] != reference and ratio != "n/a":
+            ratio += f" (vs {row['reference']})"
         lines.append(
             f"| {row['model']} | {row['updatable_layers']} | {row['reservoir_layers']} | {row['encoder_layout']} | "
             f"{_pm(row['peak_bleu'])} | {_pm(row['time_to_peak_seconds'], 0)} | {ratio} | "
@@ -295,8 +373,9 @@ def _paired_table(summary: dict, reference: str) -> list[str]:
     for row in summary.values():
         p = row.get("paired")
         if p:
+            against = "" if row["reference"] == reference else f" (vs {row['reference']}, its lane's copy)"
             lines.append(
-                f"| {row['model']} | {row['updatable_layers']} | {p['seeds']} | {p['paired_in_lane']} | "
+                f"| {row['model']}{against} | {row['updatable_layers']} | {p['seeds']} | {p['paired_in_lane']} | "
                 f"{_pm(p['time_to_peak_ratio'])} | "
                 f"{_pm(p['time_to_peak_difference_seconds'], 0)} | {p['seeds_faster_to_peak']} | "
                 f"{_pm(p['seconds_per_step_ratio'], 3)} | {_pm(p['steps_to_peak_difference'], 0)} | "
@@ -315,10 +394,15 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
     os.makedirs(report_dir, exist_ok=True)
     summary, targets = summarise(config, runs)
     table = markdown_tables(summary, targets, reference_model(config))
+    backskip = backskip_comparison(config, runs)
+    if backskip:  # a grid without backskipping keeps its report as it was
+        table += "\n".join(backskip_table(backskip)) + "\n"
     with open(os.path.join(report_dir, "table.md"), "w", encoding="utf-8") as handle:
         handle.write(table)
     with open(os.path.join(report_dir, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump({"rows": summary, "targets": targets}, handle, indent=2)
+        json.dump(
+            {"rows": summary, "targets": targets, **({"backskip": backskip} if backskip else {})}, handle, indent=2
+        )
     for axis, name in (("seconds", "time"), ("steps", "steps")):
         plot_mean_curves(config, runs, os.path.join(report_dir, f"bleu_vs_{name}.png"), axis)
     _plot_aucc(summary, os.path.join(report_dir, "aucc_vs_layers.png"))

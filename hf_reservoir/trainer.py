@@ -130,12 +130,14 @@ class StepDelayCallback(TrainerCallback):
 
 def sharing_callbacks(convergence_args: ConvergenceArguments, convergence: ConvergenceCallback) -> list:
     """The lane's turn-taking and the testing delay, each after the convergence clock that they depend on."""
-    from .sharing import TurnTakingCallback
+    from .sharing import ConcurrentStartCallback, TurnTakingCallback
 
     extra = []
     if convergence_args.step_delay_seconds:
         extra.append(StepDelayCallback(convergence_args.step_delay_seconds))
-    if convergence_args.lane_dir is not None:
+    if convergence_args.lane_dir is not None and convergence_args.lane_sharing == "concurrent":
+        extra.append(ConcurrentStartCallback(convergence_args.lane_dir, convergence_args.lane_name, convergence))
+    elif convergence_args.lane_dir is not None:
         extra.append(
             TurnTakingCallback(
                 convergence_args.lane_dir, convergence_args.lane_name, convergence, convergence_args.lane_slice_seconds
@@ -146,10 +148,14 @@ def sharing_callbacks(convergence_args: ConvergenceArguments, convergence: Conve
 
 def sharing_record(callbacks: list) -> dict:
     """How this run shared the machine: torch threads, and its lane's turns and waits if it had one."""
-    from .sharing import TurnTakingCallback
+    from .sharing import ConcurrentStartCallback, TurnTakingCallback
 
     record = {"scheme": "alone", "torch_threads": torch.get_num_threads()}
     for item in callbacks:
+        if isinstance(item, ConcurrentStartCallback):
+            record.update(
+                scheme="concurrent", lane=item.lane_dir, name=item.name, waited_seconds=round(item.waited_seconds, 3)
+            )
         if isinstance(item, TurnTakingCallback):
             record.update(
                 scheme="lane",

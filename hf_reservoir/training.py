@@ -213,6 +213,21 @@ def check_push_to_hub(training_args) -> bool:
     return True
 
 
+def backskip_record(model) -> dict:
+    """A backskipping run's schedule and how many reservoir forwards skipped their backward (none otherwise)."""
+    config = model.config
+    if config.backskip_mode == "exact" or not config.encoder_reservoir_layers:
+        return {}
+    return {
+        "backskip": {
+            "mode": config.backskip_mode,
+            "warmup_steps": config.backskip_warmup_steps,
+            "anneal_factor": config.backskip_anneal_factor,
+            **model.get_encoder().backskip_counts,
+        }
+    }
+
+
 def run_report(clock, model, trainer, train_output, sharing: list, data_args, data_stats: dict, cooldown) -> dict:
     """What ``results.json`` records of a finished run, before the final scores are added."""
     return {
@@ -224,6 +239,8 @@ def run_report(clock, model, trainer, train_output, sharing: list, data_args, da
         "sharing": sharing_record(sharing),
         # Every training process of this run (several after a resume): its lane and wall-clock interval.
         "history": clock.record.parts,
+        "clock_warmup_steps": clock.warmup_steps,
+        **backskip_record(model),
         "source_lang": data_args.source_lang,
         "target_lang": data_args.target_lang,
         "data_source": {"name": data_args.data_path, "config": data_args.hub_config},
@@ -257,7 +274,10 @@ def run_training(
     final_beams = convergence_args.final_num_beams or training_args.generation_num_beams or 1
     cooldown = convergence_args.lr_cooldown or None
     clock = ConvergenceCallback(
-        budget_seconds=convergence_args.budget_seconds, patience=convergence_args.patience, lr_cooldown=cooldown
+        budget_seconds=convergence_args.budget_seconds,
+        patience=convergence_args.patience,
+        lr_cooldown=cooldown,
+        warmup_steps=convergence_args.clock_warmup_steps,
     )
     sharing = sharing_callbacks(convergence_args, clock)
     resume = resolve_resume(training_args)

@@ -58,15 +58,23 @@ def test_gpu_check_dry_run_on_the_cpu(corpus_dir, tmp_path):
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["gpu_check.log", "pair.json", "pair.md", "step_cost.json", "step_cost.md"]
+    reported = ["gpu_cell.yaml", "summary.json", "table.md", "bleu_vs_time.png", "paired_ratio_vs_layers.png"]
+    assert {"gpu_check.log", "step_cost.json", "step_cost.md", *reported} <= set(os.listdir(out))
     report = json.loads((out / "step_cost.json").read_text())
     assert {"graph_breaks", "ratio"} <= set(report["compile"]["ours, N + k ffn reservoirs"])
     learned = report["compile"]["ours, N + k transformer reservoirs, backskip learned"]
     assert learned["graph_breaks"] == 0 and set(learned["modes"]) == {"eager", "compiled"}  # no CUDA graphs on a CPU
     assert learned["modes"]["compiled"]["mfu"] > 0 and learned["modes"]["compiled"]["ratio_to_no_reservoirs"] > 0
-    pair = json.loads((out / "pair.json").read_text())
-    assert set(pair["arms"]) == {"regular", "ffn"} and pair["arms"]["ffn"]["encoder_layout"] == "LLLRLRLL"
-    assert all(row["steps_trained"] > 0 and row["seconds_per_step"] > 0 for row in pair["arms"].values())
+    # The cell: six arms in one concurrent lane, each paired with regular by its recorded lane history.
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    models = {row["model"] for row in rows.values()}
+    assert models == {"regular", "regular@aa", "transformer", "ffn", "transformer-learned", "regular_deep"}
+    paired = [row["paired"] for row in rows.values() if row.get("paired")]
+    assert len(paired) == 5 and all(p["paired_in_lane"] == "1/1" for p in paired)
+    work = tmp_path / "work" / "runs"
+    record = json.loads((work / "ffn-N6-seed1" / "results.json").read_text())
+    assert record["sharing"]["scheme"] == "concurrent" and record["clock_warmup_steps"] > 0
+    assert record["encoder_layout"] == "LLLRLRLL"
 
 
 @pytest.mark.slow

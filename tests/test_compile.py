@@ -9,7 +9,7 @@ from hf_reservoir import ReservoirMarianMTModel
 
 from .conftest import tiny_config
 
-# A fixed set of (batch, length) shapes, as length buckets with a fixed token count give.
+# The shapes of --max_tokens 64 --length_buckets 8 16 32 (BucketPadding): one (rows, length) per bucket.
 BUCKETS = ((8, 8), (4, 16), (2, 32))
 MODELS = {
     "regular": {},

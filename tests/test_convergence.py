@@ -418,3 +418,13 @@ def test_a_single_process_checks_the_budget_at_every_step_without_waiting_for_th
     _, control = drive(callback, clock, [("step", 10)] * 10, args)
     assert callback.record.steps == 3 and control.should_training_stop
     assert len(waits) == 1  # the stop is a reading: its step waits for the device; steps 1-2 did not
+
+
+def test_warm_up_steps_train_off_the_clock(args):
+    """The first warmup_steps (compilation, CUDA graph capture) train but do not count; the clock starts after."""
+    clock = FakeClock()
+    callback = ConvergenceCallback(clock=clock, warmup_steps=2)
+    drive(callback, clock, [("step", 50), ("step", 50), ("step", 10), ("step", 10), ("eval", 5, 3.0)], args)
+    assert callback.record.steps == 4
+    assert callback.record.train_seconds == 20
+    assert callback.record.evaluations[0]["train_seconds"] == 20 and callback.state()["args"]["warmup_steps"] == 2

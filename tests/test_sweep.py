@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -276,3 +277,61 @@ def test_every_ratio_is_taken_against_the_reference_model_it_names():
     assert regular["peak_bleu"][0] == pytest.approx(10.0)  # the run files' own name for the peak
     table = markdown_tables(summary, {}, "transformer")
     assert "ratio to transformer (paired)" in table and "| regular | 2 | 0 | LRL |" in table and "| 1.75 |" in table
+
+
+def test_the_backskip_table_compares_each_backskip_run_with_its_exact_twin():
+    """Same seed, same N: the step-cost ratio, steps to peak, and BLEU at equal steps after the warm-up."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import backskip_comparison, backskip_table
+
+    config = SweepConfig(
+        train_config="unused.yaml",
+        output_dir="unused",
+        models=["regular", "transformer", "transformer-learned"],
+        updatable_layers=[2],
+        seeds=[1],
+        reservoir_layers=2,
+    )
+    exact = _fake_run("transformer", 1, 300.0, lane="a")
+    learned = _fake_run("transformer-learned", 1, 240.0, lane="a")  # 0.8x the seconds per step
+    learned["results"]["backskip"] = {"mode": "learned", "warmup_steps": 100, "skipped": 30, "exact": 10}
+    for evaluation in learned["convergence"]["evaluations"]:
+        evaluation["bleu"] -= 1.0 if evaluation["step"] > 100 else 0.0  # one BLEU behind once skipping starts
+    runs = {Cell("transformer", 2, 1): exact, Cell("transformer-learned", 2, 1): learned}
+    runs[Cell("regular", 2, 1)] = _fake_run("regular", 1, 300.0, lane="a")
+    row = backskip_comparison(config, runs)["transformer-learned/N2"]
+    assert row["exact_model"] == "transformer" and row["seeds"] == 1
+    assert row["skipped_fraction"][0] == pytest.approx(0.75)
+    assert row["seconds_per_step_ratio"][0] == pytest.approx(0.8)
+    assert row["bleu_difference_at_equal_steps"][0] == pytest.approx(-1.0)  # steps 200 and 300 only
+    assert row["bleu_gain_after_warmup"][0] == pytest.approx(-1.0) and row["exact_bleu_gain_after_warmup"][0] == -1.0
+    assert "| transformer-learned | 2 | 1 | 0.75 ± 0.00 | 0.800 ± 0.000 |" in "\n".join(backskip_table({"r": row}))
+    assert backskip_comparison(dataclasses.replace(config, models=["regular", "transformer"]), runs) == {}
+
+
+def test_a_lane_without_the_reference_model_is_compared_with_the_reference_copy_in_it():
+    """lanes a: [regular, transformer], b: [regular@b, ffn]: ffn's ratio is to regular@b, which took turns with
+    it, and regular@b's to regular (another lane: an A/A across lanes, marked unpaired)."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import markdown_tables, summarise
+
+    config = SweepConfig(
+        train_config="unused.yaml",
+        output_dir="unused",
+        models=["regular", "transformer", "regular@b", "ffn"],
+        updatable_layers=[2],
+        seeds=[1],
+        reservoir_layers=2,
+        lanes={"a": ["regular", "transformer"], "b": ["regular@b", "ffn"]},
+    )
+    seconds = {"regular": 300.0, "transformer": 330.0, "regular@b": 200.0, "ffn": 180.0}
+    lanes = {"regular": "a", "transformer": "a", "regular@b": "b", "ffn": "b"}
+    runs = {Cell(m, 2, 1): _fake_run(m, 1, t, lane=lanes[m]) for m, t in seconds.items()}
+    summary, _ = summarise(config, runs)
+    assert summary["ffn/N2"]["reference"] == "regular@b"
+    assert summary["ffn/N2"]["time_to_peak_ratio_to_reference"] == pytest.approx(0.9)
+    assert summary["transformer/N2"]["time_to_peak_ratio_to_reference"] == pytest.approx(1.1)
+    assert summary["regular@b/N2"]["reference"] == "regular"
+    assert summary["regular@b/N2"]["paired"]["paired_in_lane"] == "0/1; seed 1: unpaired"
+    table = markdown_tables(summary, {}, "regular")
+    assert "| 0.90 (vs regular@b) |" in table and "| ffn (vs regular@b, its lane's copy) | 2 |" in table
