@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The convergence series (issue #23) on a 2-core machine, in the order that leaves finished runs at the end of
+# each session (an unfinished run resumes from its checkpoint only while the machine keeps it): the short checks
+# first (the lr check at N = 4: 1,000 steps of two models per rate, one per core), then the series one seed and
+# N at a time (both lanes together, one per core), N = 2 before N = 4, then the data-limit run.
+# Run from the repository root: bash results/series_cpu/run.sh   (finished runs are skipped)
+set -u
+cd "$(dirname "$0")/../.."
+log=results/series_cpu/run.log
+declare -A models=(
+  [2]="regular transformer ffn regular@b transformer-identity transformer-learned"
+  [4]="regular transformer ffn regular@b transformer-learned regular_deep"
+)
+for lr in 2e-3 1e-3; do
+  hf-reservoir sweep "results/series_cpu/lr_check_N4_lr${lr}.yaml" >> "$log" 2>&1
+done
+for seed in 1 2 3; do
+  for n in 2 4; do
+    cells=()
+    for model in ${models[$n]}; do cells+=(--cell "${model}-N${n}-seed${seed}"); done
+    hf-reservoir sweep results/series_cpu/sweep.yaml "${cells[@]}" >> "$log" 2>&1
+  done
+done
+hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1
