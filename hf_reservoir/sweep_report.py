@@ -63,7 +63,7 @@ def run_measures(run: dict, targets: dict[str, float], horizon: float) -> dict:
         "peak_bleu": summary["peak_bleu"],
         "time_to_peak_seconds": summary["time_to_peak_seconds"],
         "steps_to_peak": summary["step_at_peak"],
-        "seconds_per_step": summary["seconds_per_step"],
+        "seconds_per_step": summary.get("seconds_per_step"),  # None in runs from before it was recorded
         "seconds_per_epoch": summary["seconds_per_epoch"],
         "train_seconds": summary["train_seconds"],
         "aucc_normalized": aucc(curve, horizon) / horizon if curve else 0.0,
@@ -251,7 +251,13 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
             seeds = sorted(set(own) & set(twin))
             if not seeds:
                 continue
-            per_seed = [_backskip_seed(own[s], twin[s]) for s in seeds]
+            # The backskip warm-up: from the run's record; runs from before it was recorded ran the sweep's setting.
+            warmup = {**config.train_overrides, **config.model_overrides.get(model, {})}.get("backskip_warmup_steps")
+            if warmup is None:
+                from .configuration_reservoir import ReservoirMarianConfig
+
+                warmup = ReservoirMarianConfig().backskip_warmup_steps
+            per_seed = [_backskip_seed(own[s], twin[s], warmup) for s in seeds]
             comparison[f"{model}/N{n}"] = {
                 "model": model,
                 "exact_model": base,
@@ -262,16 +268,17 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
     return comparison
 
 
-def _backskip_seed(own: dict, twin: dict) -> dict:
+def _backskip_seed(own: dict, twin: dict, warmup: int) -> dict:
     record = own["results"].get("backskip") or {}
     skipped, exact = record.get("skipped"), record.get("exact")
-    warmup = record.get("warmup_steps", 0)
+    warmup = record.get("warmup_steps", warmup)
     curves = [{e["step"]: e["bleu"] for e in run["convergence"]["evaluations"]} for run in (own, twin)]
     common = sorted(step for step in set(curves[0]) & set(curves[1]) if step > warmup)
     mine, theirs = own["convergence"]["summary"], twin["convergence"]["summary"]
+    step_costs = (mine.get("seconds_per_step"), theirs.get("seconds_per_step"))  # None in runs from before it
     return {
         "skipped_fraction": skipped / (skipped + exact) if skipped is not None and skipped + exact else None,
-        "seconds_per_step_ratio": mine["seconds_per_step"] / theirs["seconds_per_step"],
+        "seconds_per_step_ratio": step_costs[0] / step_costs[1] if all(step_costs) else None,
         "steps_to_peak": mine["step_at_peak"],
         "exact_steps_to_peak": theirs["step_at_peak"],
         "peak_bleu_difference": mine["peak_bleu"] - theirs["peak_bleu"],

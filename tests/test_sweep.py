@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 import os
 
 import pytest
@@ -335,3 +336,21 @@ def test_a_lane_without_the_reference_model_is_compared_with_the_reference_copy_
     assert summary["regular@b/N2"]["paired"]["paired_in_lane"] == "0/1; seed 1: unpaired"
     table = markdown_tables(summary, {}, "regular")
     assert "| 0.90 (vs regular@b) |" in table and "| ffn (vs regular@b, its lane's copy) | 2 |" in table
+
+
+def test_runs_from_before_the_step_cost_was_recorded_still_build_a_report():
+    """Old run files (no seconds_per_step in their summary): the report rebuilds, with s/step as n/a."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import backskip_comparison, markdown_tables, summarise
+
+    config = SweepConfig(
+        train_config="unused.yaml", output_dir="unused", models=["transformer", "transformer-identity"],
+        updatable_layers=[2], seeds=[1], reservoir_layers=2, train_overrides={"backskip_warmup_steps": 100},
+    )  # fmt: skip
+    runs = {Cell(m, 2, 1): _fake_run(m, 1, 300.0, lane="a") for m in config.models}
+    for run in runs.values():
+        del run["convergence"]["summary"]["seconds_per_step"]
+    summary, _ = summarise(config, runs)
+    assert "| n/a |" in markdown_tables(summary, {}, "transformer")
+    row = backskip_comparison(config, runs)["transformer-identity/N2"]
+    assert math.isnan(row["seconds_per_step_ratio"][0]) and row["bleu_difference_at_equal_steps"][0] == 0.0
