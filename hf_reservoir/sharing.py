@@ -158,6 +158,35 @@ def _clear(lane_dir: str) -> None:
         os.remove(os.path.join(lane_dir, entry))
 
 
+def _run_arms(commands: dict[str, list[str]], logs: dict[str, str], env, step, cores=None) -> dict:
+    """Start every arm (output appended to ``logs[name]``; pinned to ``cores[name]`` where given), call
+    ``step(alive, processes)`` every ``PARENT_POLL_SECONDS`` until all have exited, and kill any still running
+    on the way out; returns ``{name: exit status}``. The lane schemes differ only in ``step``."""
+    processes, handles = {}, {}
+    try:
+        for name, command in commands.items():
+            handles[name] = open(logs[name], "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            pinned = (cores or {}).get(name)
+            preexec = (lambda ids=pinned: os.sched_setaffinity(0, ids)) if pinned else None
+            processes[name] = subprocess.Popen(
+                command, stdout=handles[name], stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+            )
+        while True:
+            alive = [name for name in commands if processes[name].poll() is None]
+            if not alive:
+                break
+            step(alive, processes)
+            time.sleep(PARENT_POLL_SECONDS)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        for handle in handles.values():
+            handle.close()
+    return {name: process.returncode for name, process in processes.items()}
+
+
 def run_concurrent(
     commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None, cores=None
 ) -> dict:
@@ -168,32 +197,13 @@ def run_concurrent(
     for the same cores. The parent writes ``go`` when every arm still running is ready (see the module doc).
     """
     _clear(lane_dir)
-    processes, handles = {}, {}
-    for name, command in commands.items():
-        handles[name] = open(logs[name], "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        pinned = (cores or {}).get(name)
-        preexec = (lambda ids=pinned: os.sched_setaffinity(0, ids)) if pinned else None
-        processes[name] = subprocess.Popen(
-            command, stdout=handles[name], stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
-        )
     go = os.path.join(lane_dir, "go")
-    try:
-        while True:
-            alive = [name for name in commands if processes[name].poll() is None]
-            if not alive:
-                break
-            if not os.path.exists(go) and all(
-                os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive
-            ):
-                _touch(go)
-            time.sleep(PARENT_POLL_SECONDS)
-    finally:
-        for name, process in processes.items():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            handles[name].close()
-    return {name: process.returncode for name, process in processes.items()}
+
+    def step(alive, processes):
+        if not os.path.exists(go) and all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
+            _touch(go)
+
+    return _run_arms(commands, logs, env, step, cores)
 
 
 def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str], env: dict | None = None) -> dict:
@@ -206,36 +216,24 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     _clear(lane_dir)
     turn_path = os.path.join(lane_dir, "turn")
     _write_atomic(turn_path, "")
-    processes, handles = {}, {}
-    for name, command in commands.items():
-        handles[name] = open(logs[name], "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        processes[name] = subprocess.Popen(command, stdout=handles[name], stderr=subprocess.STDOUT, env=env)
     order = list(commands)
     holder = None
-    try:
-        while True:
-            alive = [name for name in order if processes[name].poll() is None]
-            if not alive:
-                break
-            if holder is None:  # the first turn waits until every arm is built, so none trains during a build
-                if all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
-                    holder = alive[0]
-                    _write_atomic(turn_path, holder)
-            else:
-                yielded = os.path.join(lane_dir, f"{holder}.yield")
-                if processes[holder].poll() is not None or os.path.exists(yielded):
-                    holder = _next(order, holder, alive)
-                    _write_atomic(turn_path, holder)
-                    if os.path.exists(yielded):  # after the new turn is written: see TurnTakingCallback
-                        os.remove(yielded)
-            time.sleep(PARENT_POLL_SECONDS)
-    finally:
-        for name, process in processes.items():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            handles[name].close()
-    return {name: process.returncode for name, process in processes.items()}
+
+    def step(alive, processes):
+        nonlocal holder
+        if holder is None:  # the first turn waits until every arm is built, so none trains during a build
+            if all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
+                holder = alive[0]
+                _write_atomic(turn_path, holder)
+        else:
+            yielded = os.path.join(lane_dir, f"{holder}.yield")
+            if processes[holder].poll() is not None or os.path.exists(yielded):
+                holder = _next(order, holder, alive)
+                _write_atomic(turn_path, holder)
+                if os.path.exists(yielded):  # after the new turn is written: see TurnTakingCallback
+                    os.remove(yielded)
+
+    return _run_arms(commands, logs, env, step)
 
 
 def _next(order: list[str], holder: str, alive: list[str]) -> str:

@@ -11,7 +11,7 @@ import time
 import torch
 
 from .flops import step_flops
-from .measure import interleaved, synchronize
+from .measure import interleaved, synchronize, training_step
 from .variants import batch_for, model_variants
 
 REFERENCE = "ours, no reservoirs (N)"
@@ -35,16 +35,6 @@ def compile_modes(device: str, backend: str) -> dict[str, dict]:
     if device == "cuda" and backend == "inductor":
         modes["CUDA graphs"] = {"mode": "reduce-overhead"}
     return modes
-
-
-def _step(model, batch: dict, cuda_graphs: bool = False):
-    def run():
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # a new step: the graphs' previous outputs may be reused
-        model(**batch).loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    return run
 
 
 def compiled(s: dict, device: str, dtype: torch.dtype, backend: str, peak: float) -> dict:
@@ -71,11 +61,11 @@ def compiled(s: dict, device: str, dtype: torch.dtype, backend: str, peak: float
             except Exception as error:  # noqa: BLE001 - a benchmark reports what failed and goes on
                 row["error"] = f"explain: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
                 continue
-            candidates[(name, "eager")] = _step(model, batch)
+            candidates[(name, "eager")] = training_step(model, batch)
             for mode, options in modes.items():
                 try:
                     fast = torch.compile(model, backend=backend, **options)
-                    step = _step(fast, batch, cuda_graphs=mode == "CUDA graphs")
+                    step = training_step(fast, batch, cuda_graphs=mode == "CUDA graphs")
                     start = time.perf_counter()
                     step()  # compile (and record the graphs) before timing
                     step()

@@ -21,6 +21,22 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def training_step(model, batch: dict, cuda_graphs: bool = False) -> Callable[[], None]:
+    """One training step of ``model`` on ``batch`` (forward + backward, gradients dropped), as a callable to time.
+
+    ``cuda_graphs``: mark each call as a new step for a model compiled with ``mode="reduce-overhead"``, so that
+    the graphs may reuse the previous step's outputs.
+    """
+
+    def run():
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        model(**batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
 def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str) -> dict:
     """Median seconds per candidate; each repeat runs every candidate once, in rotating order."""
     times = {name: [] for name in candidates}

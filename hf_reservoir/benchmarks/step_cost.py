@@ -28,7 +28,7 @@ from ..modeling_reservoir import (
 )
 from .compile_cost import compile_table, compiled
 from .flops import peak_flops, step_flops
-from .measure import interleaved, machine, write_report
+from .measure import interleaved, machine, training_step, write_report
 from .variants import base_config, batch_for, model_variants, shapes
 
 # ---------------------------------------------------------------------------------------------
@@ -98,14 +98,9 @@ def whole_model(s: dict, device: str, dtype: torch.dtype, peak: float) -> dict:
     batch = batch_for(s, device)
     variants = {name: m.to(device, dtype).train() for name, m in model_variants(s).items()}
 
-    def step(model):
-        def run():
-            model(**batch).loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        return run
-
-    times = interleaved({name: step(m) for name, m in variants.items()}, s["repeats"], s["warmup"], device)
+    times = interleaved(
+        {name: training_step(m, batch) for name, m in variants.items()}, s["repeats"], s["warmup"], device
+    )
     results = {}
     base = times["vanilla MarianMTModel (N)"]
     trainable_base = times["ours, N + k trainable"]
