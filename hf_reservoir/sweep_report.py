@@ -315,7 +315,7 @@ def backskip_table(comparison: dict) -> list[str]:
     return lines
 
 
-def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
+def markdown_tables(summary: dict, targets: dict, reference: str, sharing: str = "lanes") -> str:
     """Table 1 (with steps and seconds per step), time to targets, and the paired comparison."""
     lines = [
         "| model | updatable layers | reservoir layers | encoder | max valid BLEU | time to max (s) | ratio to "
@@ -335,7 +335,10 @@ def markdown_tables(summary: dict, targets: dict, reference: str) -> str:
             f"{_pm(row['seconds_per_epoch'], 0)} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
             f"{_pm(row['test_bleu'])} | {', '.join(row['stopped_by'])} | {row['seeds']} |"
         )
-    return "\n".join(lines + _target_tables(summary, targets, reference) + _paired_table(summary, reference)) + "\n"
+    return (
+        "\n".join(lines + _target_tables(summary, targets, reference) + _paired_table(summary, reference, sharing))
+        + "\n"
+    )
 
 
 def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
@@ -365,12 +368,18 @@ def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
     return lines
 
 
-def _paired_table(summary: dict, reference: str) -> list[str]:
+def _paired_table(summary: dict, reference: str, sharing: str = "lanes") -> list[str]:
     """Same-seed ratios and differences with the reference model, and whether each pair shared a lane."""
+    # Turn-taking lanes keep the sentence their committed reports were built with; concurrent runs say what they did.
+    shared = (
+        "trained at the same time in one concurrent lane (clocks started together)"
+        if sharing == "concurrent"
+        else "took turns in one lane over the same hours"
+    )
     lines = [
         "",
         f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± std over "
-        "seeds. Paired in one lane: seeds whose two runs took turns in one lane over the same hours, read from the "
+        f"seeds. Paired in one lane: seeds whose two runs {shared}, read from the "
         "runs' recorded lane history (a ratio of unpaired runs also measures the machine's drift).",
         "",
         "| model | N | seeds | paired in one lane | time to max, ratio | time to max, difference (s) | seeds faster "
@@ -400,7 +409,7 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
         raise ValueError(f"No finished runs under {config.output_dir}; run the sweep first.")
     os.makedirs(report_dir, exist_ok=True)
     summary, targets = summarise(config, runs)
-    table = markdown_tables(summary, targets, reference_model(config))
+    table = markdown_tables(summary, targets, reference_model(config), config.sharing)
     backskip = backskip_comparison(config, runs)
     if backskip:  # a grid without backskipping keeps its report as it was
         table += "\n".join(backskip_table(backskip)) + "\n"

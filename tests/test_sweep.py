@@ -336,6 +336,9 @@ def test_a_lane_without_the_reference_model_is_compared_with_the_reference_copy_
     assert summary["regular@b/N2"]["paired"]["paired_in_lane"] == "0/1; seed 1: unpaired"
     table = markdown_tables(summary, {}, "regular")
     assert "| 0.90 (vs regular@b) |" in table and "| ffn (vs regular@b, its lane's copy) | 2 |" in table
+    assert "took turns in one lane" in table
+    concurrent = markdown_tables(summary, {}, "regular", "concurrent")
+    assert "took turns" not in concurrent and "trained at the same time" in concurrent
 
 
 def test_runs_from_before_the_step_cost_was_recorded_still_build_a_report():
