@@ -17,6 +17,12 @@ counted as a slow start: the question is whether the seed decides how fast a run
     recipes:                     # name: the folders that hold its runs (<model>-N<n>-seed<s>)
       lr5e-3: [results/slow_start_cpu/lr5e-3/runs, results/convergence_cpu/runs]
       lr3e-3: [results/slow_start_cpu/lr3e-3/runs]
+    compare: true                # also a table of the recipes side by side per model (a learning-rate check)
+
+With ``compare``, the same runs answer the learning-rate check of a series (results/series_cpu): per N and model,
+each recipe's mean BLEU at the shown steps over the seeds that every recipe holding that model has run (paired
+seeds, so that a rate is never judged on a seed the other rate did not draw), and the recipe with the higher mean
+at ``step``: the model's better rate, compared by steps (machine speed plays no part).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ class SlowStartConfig:
     fraction: float = 0.5
     # Steps whose BLEU the table shows beside the verdict.
     shown_steps: list[int] = field(default_factory=lambda: [400, 800, 1000])
+    # Also compare the recipes side by side per N and model (the learning-rate check of a series).
+    compare: bool = False
+    # Only these N (updatable layers); None: every N found.
+    updatable_layers: list[int] | None = None
 
     def __post_init__(self):
         if not self.recipes or not all(isinstance(v, list) and v for v in self.recipes.values()):
@@ -66,7 +76,9 @@ def bleu_at(evaluations: list[dict], step: int) -> float | None:
     return next((e["bleu"] for e in evaluations if e["step"] == step), None)
 
 
-def load_recipe_runs(folders: list[str], models: list[str]) -> dict[tuple[int, str], dict[int, list[dict]]]:
+def load_recipe_runs(
+    folders: list[str], models: list[str], layers: list[int] | None = None
+) -> dict[tuple[int, str], dict[int, list[dict]]]:
     """``{(N, model): {seed: evaluations}}`` of the finished runs (``convergence.json`` written) in ``folders``.
 
     A seed found in two folders is an error: a recipe must not count one run twice.
@@ -80,6 +92,8 @@ def load_recipe_runs(folders: list[str], models: list[str]) -> dict[tuple[int, s
             run_dir = os.path.join(folder, name)
             finished = os.path.isfile(os.path.join(run_dir, CONVERGENCE_FILE))
             if not match or match["model"] not in models or not finished:
+                continue
+            if layers is not None and int(match["n"]) not in layers:
                 continue
             evaluations = read_run_file(run_dir, CONVERGENCE_FILE)["evaluations"]
             group = runs.setdefault((int(match["n"]), match["model"]), {})
@@ -95,7 +109,7 @@ def classify(config: SlowStartConfig) -> dict:
     report = {"definition": {"step": config.step, "fraction": config.fraction}, "recipes": {}}
     for recipe, folders in config.recipes.items():
         groups = {}
-        for (n, model), seeds in sorted(load_recipe_runs(folders, config.models).items()):
+        for (n, model), seeds in sorted(load_recipe_runs(folders, config.models, config.updatable_layers).items()):
             at_step = {seed: bleu_at(evaluations, config.step) for seed, evaluations in seeds.items()}
             measured = [value for value in at_step.values() if value is not None]
             median = statistics.median(measured) if measured else None
@@ -106,6 +120,8 @@ def classify(config: SlowStartConfig) -> dict:
                 "seeds": {
                     seed: {
                         "bleu": {step: bleu_at(seeds[seed], step) for step in config.shown_steps},
+                        # The comparison's measure (kept out of reports without one, which stay as built).
+                        **({"bleu_at_step": value} if config.compare else {}),
                         "slow": None if value is None else value < config.fraction * median,
                     }
                     for seed, value in sorted(at_step.items())
@@ -113,6 +129,46 @@ def classify(config: SlowStartConfig) -> dict:
             }
         report["recipes"][recipe] = groups
     return report
+
+
+def compare_recipes(report: dict, config: SlowStartConfig) -> dict:
+    """Per N and model: each recipe's mean BLEU at the shown steps over the paired seeds, and the better recipe.
+
+    Paired seeds: those that every recipe holding the model has run to ``step``. A recipe without the model is left
+    out of that model's row; a model that only one recipe holds has no better recipe.
+    """
+    rows = {}
+    names = sorted({name for groups in report["recipes"].values() for name in groups}, key=_group_order)
+    for name in names:
+        held = {r: groups[name] for r, groups in report["recipes"].items() if name in groups}
+        seeds = set.intersection(
+            *({seed for seed, s in group["seeds"].items() if s["slow"] is not None} for group in held.values())
+        )
+        means = {
+            recipe: {
+                step: statistics.mean(group["seeds"][seed]["bleu"][step] for seed in seeds)
+                if seeds and all(group["seeds"][seed]["bleu"][step] is not None for seed in seeds)
+                else None
+                for step in config.shown_steps
+            }
+            for recipe, group in held.items()
+        }
+        at_step = {recipe: statistics.mean(held[recipe]["seeds"][s]["bleu_at_step"] for s in seeds) for recipe in held}
+        group = next(iter(held.values()))
+        rows[name] = {
+            "model": group["model"],
+            "updatable_layers": group["updatable_layers"],
+            "paired_seeds": sorted(seeds),
+            "mean_bleu": means,
+            f"mean_bleu_at_step_{config.step}": at_step if seeds else {},
+            "better": max(at_step, key=at_step.get) if seeds and len(held) > 1 else None,
+        }
+    return rows
+
+
+def _group_order(name: str) -> tuple[int, str]:
+    model, n = name.rsplit("/N", 1)
+    return int(n), model
 
 
 def markdown(report: dict, config: SlowStartConfig) -> str:
@@ -146,13 +202,43 @@ def markdown(report: dict, config: SlowStartConfig) -> str:
             )
     lines += ["", "| recipe | N | runs | slow starts |", "|---|---|---|---|"]
     lines += [f"| {recipe} | {n} | {runs} | {slow} |" for (recipe, n), (slow, runs) in totals.items()]
+    if config.compare:
+        lines += _comparison_table(report["comparison"], config, list(report["recipes"]))
     return "\n".join(lines) + "\n"
+
+
+def _comparison_table(rows: dict, config: SlowStartConfig, recipes: list[str]) -> list[str]:
+    steps = "/".join(str(s) for s in config.shown_steps)
+    lines = [
+        "",
+        f"Recipes side by side: mean validation BLEU at steps {steps} over the paired seeds (those every recipe "
+        f"holding the model has run); better: the recipe with the higher mean at step {config.step}.",
+        "",
+        "| N | model | paired seeds | " + " | ".join(recipes) + " | better |",
+        "|---|---|---|" + "---|" * len(recipes) + "---|",
+    ]
+    for row in rows.values():
+        cells = [
+            "/".join("-" if v is None else f"{v:.1f}" for v in row["mean_bleu"][r].values())
+            if r in row["mean_bleu"]
+            else "not run"
+            for r in recipes
+        ]
+        seeds = ", ".join(str(s) for s in row["paired_seeds"]) or "none"
+        lines.append(
+            f"| {row['updatable_layers']} | {row['model']} | {seeds} | "
+            + " | ".join(cells)
+            + f" | {row['better'] or 'n/a'} |"
+        )
+    return lines
 
 
 def build_slow_start_report(config_path: str, report_dir: str | None = None) -> str:
     """Write ``slow_starts.md`` and ``slow_starts.json`` (next to the config by default); return the table."""
     config = SlowStartConfig.load(config_path)
     report = classify(config)
+    if config.compare:
+        report["comparison"] = compare_recipes(report, config)
     report_dir = report_dir or os.path.dirname(os.path.abspath(config_path))
     os.makedirs(report_dir, exist_ok=True)
     table = markdown(report, config)
