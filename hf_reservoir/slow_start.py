@@ -17,12 +17,12 @@ counted as a slow start: the question is whether the seed decides how fast a run
     recipes:                     # name: the folders that hold its runs (<model>-N<n>-seed<s>)
       lr5e-3: [results/slow_start_cpu/lr5e-3/runs, results/convergence_cpu/runs]
       lr3e-3: [results/slow_start_cpu/lr3e-3/runs]
-    compare: true                # also a table of the recipes side by side per model (a learning-rate check)
+    compare: lr2e-3              # also each recipe against this one per model (a learning-rate check)
 
 With ``compare``, the same runs answer the learning-rate check of a series (results/series_cpu): per N and model,
-each recipe's mean BLEU at the shown steps over the seeds that every recipe holding that model has run (paired
-seeds, so that a rate is never judged on a seed the other rate did not draw), and the recipe with the higher mean
-at ``step``: the model's better rate, compared by steps (machine speed plays no part).
+each recipe's mean BLEU at the shown steps over the seeds it shares with the reference recipe, beside the
+reference's mean on the same seeds (so that a rate is never judged on a seed the other did not draw), and the
+better recipe at ``step``: the model's better rate, compared by steps (machine speed plays no part).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class SlowStartConfig:
     fraction: float = 0.5
     # Steps whose BLEU the table shows beside the verdict.
     shown_steps: list[int] = field(default_factory=lambda: [400, 800, 1000])
-    # Also compare the recipes side by side per N and model (the learning-rate check of a series).
-    compare: bool = False
+    # A recipe's name: also compare every recipe with it per N and model (the learning-rate check of a series).
+    compare: str | None = None
     # Only these N (updatable layers); None: every N found.
     updatable_layers: list[int] | None = None
 
@@ -56,6 +56,8 @@ class SlowStartConfig:
             raise ValueError(f"recipes={self.recipes!r} must map each recipe's name to a list of run folders.")
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction={self.fraction} must lie between 0 and 1, e.g. 0.5.")
+        if self.compare is not None and self.compare not in self.recipes:
+            raise ValueError(f"compare={self.compare!r} is not one of the recipes {list(self.recipes)}; name one.")
         if self.step < 1:
             raise ValueError(f"step={self.step} must be a positive evaluation step, e.g. 800.")
 
@@ -121,7 +123,7 @@ def classify(config: SlowStartConfig) -> dict:
                     seed: {
                         "bleu": {step: bleu_at(seeds[seed], step) for step in config.shown_steps},
                         # The comparison's measure (kept out of reports without one, which stay as built).
-                        **({"bleu_at_step": value} if config.compare else {}),
+                        **({"bleu_at_step": value} if config.compare is not None else {}),
                         "slow": None if value is None else value < config.fraction * median,
                     }
                     for seed, value in sorted(at_step.items())
@@ -132,38 +134,56 @@ def classify(config: SlowStartConfig) -> dict:
 
 
 def compare_recipes(report: dict, config: SlowStartConfig) -> dict:
-    """Per N and model: each recipe's mean BLEU at the shown steps over the paired seeds, and the better recipe.
+    """Per N and model: each recipe against the reference recipe (``compare``) on the seeds both ran, and the better.
 
-    Paired seeds: those that every recipe holding the model has run to ``step``. A recipe without the model is left
-    out of that model's row; a model that only one recipe holds has no better recipe.
+    A recipe beats the reference when its mean BLEU at ``step`` over the seeds both ran is higher than the
+    reference's over the same seeds; the better recipe is the one that beats it by most, else the reference. Pairs,
+    not one intersection of all recipes, so that a rate run on one seed does not shrink every other comparison.
     """
+    reference = config.compare
     rows = {}
-    names = sorted({name for groups in report["recipes"].values() for name in groups}, key=_group_order)
-    for name in names:
+    for name in sorted({n for groups in report["recipes"].values() for n in groups}, key=_group_order):
         held = {r: groups[name] for r, groups in report["recipes"].items() if name in groups}
-        seeds = set.intersection(
-            *({seed for seed, s in group["seeds"].items() if s["slow"] is not None} for group in held.values())
-        )
-        means = {
-            recipe: {
-                step: statistics.mean(group["seeds"][seed]["bleu"][step] for seed in seeds)
-                if seeds and all(group["seeds"][seed]["bleu"][step] is not None for seed in seeds)
-                else None
-                for step in config.shown_steps
-            }
-            for recipe, group in held.items()
-        }
-        at_step = {recipe: statistics.mean(held[recipe]["seeds"][s]["bleu_at_step"] for s in seeds) for recipe in held}
         group = next(iter(held.values()))
-        rows[name] = {
-            "model": group["model"],
-            "updatable_layers": group["updatable_layers"],
-            "paired_seeds": sorted(seeds),
-            "mean_bleu": means,
-            f"mean_bleu_at_step_{config.step}": at_step if seeds else {},
-            "better": max(at_step, key=at_step.get) if seeds and len(held) > 1 else None,
-        }
+        row = {"model": group["model"], "updatable_layers": group["updatable_layers"], "recipes": {}, "better": None}
+        base = held.get(reference)
+        if base is not None:
+            row["recipes"][reference] = {
+                "seeds": sorted(_judged(base)),
+                "mean_bleu": _means(base, _judged(base), config),
+            }
+        margins = {}
+        for recipe, other in held.items():
+            if recipe == reference:
+                continue
+            seeds = _judged(other) & _judged(base) if base is not None else set()
+            row["recipes"][recipe] = {"seeds": sorted(seeds), "mean_bleu": _means(other, seeds, config)}
+            if seeds:
+                row["recipes"][recipe]["reference_mean_bleu"] = _means(base, seeds, config)
+                margins[recipe] = statistics.mean(
+                    other["seeds"][s]["bleu_at_step"] - base["seeds"][s]["bleu_at_step"] for s in seeds
+                )
+                row["recipes"][recipe][f"difference_at_step_{config.step}"] = margins[recipe]
+        if base is not None and margins:
+            best = max(margins, key=margins.get)
+            row["better"] = best if margins[best] > 0 else reference
+        rows[name] = row
     return rows
+
+
+def _judged(group: dict) -> set[int]:
+    """The seeds of a group that reached the comparison's step."""
+    return {seed for seed, s in group["seeds"].items() if s["slow"] is not None}
+
+
+def _means(group: dict, seeds: set[int], config: SlowStartConfig) -> dict[int, float | None]:
+    """Mean BLEU at each shown step over ``seeds`` (None where a seed has no evaluation there)."""
+    return {
+        step: statistics.mean(group["seeds"][s]["bleu"][step] for s in seeds)
+        if seeds and all(group["seeds"][s]["bleu"][step] is not None for s in seeds)
+        else None
+        for step in config.shown_steps
+    }
 
 
 def _group_order(name: str) -> tuple[int, str]:
@@ -202,42 +222,57 @@ def markdown(report: dict, config: SlowStartConfig) -> str:
             )
     lines += ["", "| recipe | N | runs | slow starts |", "|---|---|---|---|"]
     lines += [f"| {recipe} | {n} | {runs} | {slow} |" for (recipe, n), (slow, runs) in totals.items()]
-    if config.compare:
+    if config.compare is not None:
         lines += _comparison_table(report["comparison"], config, list(report["recipes"]))
     return "\n".join(lines) + "\n"
 
 
 def _comparison_table(rows: dict, config: SlowStartConfig, recipes: list[str]) -> list[str]:
+    reference = config.compare
+    others = [r for r in recipes if r != reference]
     steps = "/".join(str(s) for s in config.shown_steps)
+
+    def values(means):
+        return "/".join("-" if v is None else f"{v:.1f}" for v in means.values())
+
     lines = [
         "",
-        f"Recipes side by side: mean validation BLEU at steps {steps} over the paired seeds (those every recipe "
-        f"holding the model has run); better: the recipe with the higher mean at step {config.step}.",
+        f"Recipes side by side: mean validation BLEU at steps {steps}; {reference} over its seeds, each other recipe "
+        f"over the seeds both it and {reference} ran, beside {reference}'s mean on those seeds. Better: the recipe "
+        f"that beats {reference} at step {config.step} by most on the shared seeds, else {reference}.",
         "",
-        "| N | model | paired seeds | " + " | ".join(recipes) + " | better |",
-        "|---|---|---|" + "---|" * len(recipes) + "---|",
+        f"| N | model | {reference} (seeds) | "
+        + " | ".join(f"{r} vs {reference} (shared seeds)" for r in others)
+        + " | better |",
+        "|---|---|---|" + "---|" * len(others) + "---|",
     ]
     for row in rows.values():
-        cells = [
-            "/".join("-" if v is None else f"{v:.1f}" for v in row["mean_bleu"][r].values())
-            if r in row["mean_bleu"]
-            else "not run"
-            for r in recipes
-        ]
-        seeds = ", ".join(str(s) for s in row["paired_seeds"]) or "none"
+        base = row["recipes"].get(reference)
+        cells = [f"{values(base['mean_bleu'])} ({_seeds(base['seeds'])})" if base else "not run"]
+        for recipe in others:
+            entry = row["recipes"].get(recipe)
+            if entry is None:
+                cells.append("not run")
+            elif not entry["seeds"]:
+                cells.append(f"no shared seed with {reference}")
+            else:
+                shared = values(entry["reference_mean_bleu"])
+                cells.append(f"{values(entry['mean_bleu'])} vs {shared} ({_seeds(entry['seeds'])})")
         lines.append(
-            f"| {row['updatable_layers']} | {row['model']} | {seeds} | "
-            + " | ".join(cells)
-            + f" | {row['better'] or 'n/a'} |"
+            f"| {row['updatable_layers']} | {row['model']} | " + " | ".join(cells) + f" | {row['better'] or 'n/a'} |"
         )
     return lines
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
 def build_slow_start_report(config_path: str, report_dir: str | None = None) -> str:
     """Write ``slow_starts.md`` and ``slow_starts.json`` (next to the config by default); return the table."""
     config = SlowStartConfig.load(config_path)
     report = classify(config)
-    if config.compare:
+    if config.compare is not None:
         report["comparison"] = compare_recipes(report, config)
     report_dir = report_dir or os.path.dirname(os.path.abspath(config_path))
     os.makedirs(report_dir, exist_ok=True)

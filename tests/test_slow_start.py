@@ -58,37 +58,44 @@ def test_one_run_listed_twice_or_a_missing_folder_is_refused(tmp_path, capsys):
     assert "nowhere is not a folder of runs" in capsys.readouterr().err
 
 
-def test_compare_judges_each_models_rates_on_the_seeds_both_rates_ran(tmp_path):
-    """The learning-rate check: per model, the recipes' means over paired seeds, and the better one at the step."""
-    low, high = tmp_path / "low", tmp_path / "high"
+def test_compare_judges_each_rate_against_the_reference_on_the_seeds_both_ran(tmp_path):
+    """The learning-rate check: per model, each recipe beside the reference on shared seeds, and the better one."""
+    low, high, top = tmp_path / "low", tmp_path / "high", tmp_path / "top"
     for seed, at_800 in ((1, 7.0), (2, 7.3), (3, 4.3)):
         write_run(low, f"transformer-N4-seed{seed}", [0.1, 0.5, 3.0, at_800, at_800 + 2])
-    for seed, at_800 in ((1, 8.4), (2, 6.0)):  # seed 3 not run at the high rate: left out of both means
+    for seed, at_800 in ((1, 8.4), (2, 6.0)):  # seed 3 not run at the high rate: left out of its comparison
         write_run(high, f"transformer-N4-seed{seed}", [0.1, 0.6, 4.0, at_800, at_800 + 3])
-    write_run(low, "regular_deep-N4-seed1", [0.0, 0.4, 2.4, 5.9, 9.0])  # one rate only: no verdict
+    write_run(top, "transformer-N4-seed1", [0.0, 0.2, 0.5, 1.9, 2.9])  # one seed: does not shrink the others
+    write_run(low, "regular_deep-N4-seed1", [0.0, 0.4, 2.4, 5.9, 9.0])  # reference only: nothing to compare
+    write_run(high, "ffn-N4-seed1", [0.0, 0.4, 2.4, 5.9, 9.0])  # no reference run: no verdict
     write_run(high, "transformer-N2-seed1", [9.0] * 5)  # another N: left out by updatable_layers
     config = SlowStartConfig(
-        recipes={"lr2e-3": [str(low)], "lr3e-3": [str(high)]},
-        models=["transformer", "regular_deep"],
-        compare=True,
+        recipes={"lr2e-3": [str(low)], "lr3e-3": [str(high)], "lr5e-3": [str(top)]},
+        models=["transformer", "regular_deep", "ffn"],
+        compare="lr2e-3",
         updatable_layers=[4],
     )
-    report = classify(config)
-    rows = compare_recipes(report, config)
-    assert set(rows) == {"transformer/N4", "regular_deep/N4"}
-    transformer = rows["transformer/N4"]
-    assert transformer["paired_seeds"] == [1, 2]
-    assert transformer["mean_bleu"]["lr2e-3"][800] == pytest.approx(7.15)
-    assert transformer["mean_bleu"]["lr3e-3"][800] == pytest.approx(7.2)
-    assert transformer["better"] == "lr3e-3"
-    assert rows["regular_deep/N4"]["better"] is None and "lr3e-3" not in rows["regular_deep/N4"]["mean_bleu"]
-    # Another paired seed flips the verdict: it is decided by the numbers, not by the config's order.
-    (low / "transformer-N4-seed2" / "convergence.json").unlink()  # unfinished: no longer paired
+    rows = compare_recipes(classify(config), config)
+    assert set(rows) == {"transformer/N4", "regular_deep/N4", "ffn/N4"}
+    transformer = rows["transformer/N4"]["recipes"]
+    assert transformer["lr2e-3"]["seeds"] == [1, 2, 3]
+    assert transformer["lr3e-3"]["seeds"] == [1, 2]
+    assert transformer["lr3e-3"]["mean_bleu"][800] == pytest.approx(7.2)
+    assert transformer["lr3e-3"]["reference_mean_bleu"][800] == pytest.approx(7.15)
+    assert transformer["lr5e-3"]["seeds"] == [1]
+    assert rows["transformer/N4"]["better"] == "lr3e-3"  # 7.2 against 7.15 on seeds 1-2
+    assert rows["regular_deep/N4"]["better"] is None and rows["ffn/N4"]["better"] is None
+    # A shared seed where the other rate lags flips the verdict back to the reference.
     write_run(low, "transformer-N4-seed4", [0.0, 1.1, 3.0, 8.0, 10.0])
     write_run(high, "transformer-N4-seed4", [0.0] * 5)
     write_run(low, "transformer-N4-seed5-copy", [9.0] * 5)  # not a run name: ignored
     report = classify(config)
-    assert compare_recipes(report, config)["transformer/N4"]["better"] == "lr2e-3"
-    table = markdown({**report, "comparison": compare_recipes(report, config)}, config)
-    assert "| 4 | transformer | 1, 4 | 0.8/7.5/9.5 | 0.3/4.2/5.7 | lr2e-3 |" in table
-    assert "| 4 | regular_deep | 1 | 0.4/5.9/9.0 | not run | n/a |" in table
+    report["comparison"] = compare_recipes(report, config)
+    assert report["comparison"]["transformer/N4"]["better"] == "lr2e-3"
+    table = markdown(report, config)
+    header = "| N | model | lr2e-3 (seeds) | lr3e-3 vs lr2e-3 (shared seeds) | lr5e-3 vs lr2e-3 (shared seeds) |"
+    assert header in table
+    assert "0.4/4.8/6.8 vs 0.7/7.4/9.4 (seeds 1, 2, 4) | 0.2/1.9/2.9 vs 0.5/7.0/9.0 (seed 1) | lr2e-3 |" in table
+    assert "| 4 | ffn | not run | no shared seed with lr2e-3 | not run | n/a |" in table
+    with pytest.raises(ValueError, match="compare='lr1e-3' is not one of the recipes"):
+        SlowStartConfig(recipes={"lr2e-3": [str(low)]}, compare="lr1e-3")
