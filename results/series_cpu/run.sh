@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The convergence series (issue #23) on a 2-core machine, in the order that leaves finished runs at the end of
 # each session (an unfinished run resumes from its checkpoint only while the machine keeps it): the short checks
-# first (the lr check at N = 4: 1,000 steps of two models per rate, one per core), then the series one seed and
+# first (the lr check at N = 4: 1,000 steps of two models per rate, one per core; done 2026-12-02: every model at 2e-3), then the series one seed and
 # N at a time (both lanes together, one per core), N = 2 before N = 4, then the data-limit run.
 # Run from the repository root: bash results/series_cpu/run.sh   (finished runs are skipped)
 set -u
@@ -11,7 +11,7 @@ declare -A models=(
   [2]="regular transformer ffn regular@b transformer-identity transformer-learned"
   [4]="regular transformer ffn regular@b transformer-learned regular_deep"
 )
-for lr in 2e-3 1e-3; do
+for lr in 2e-3 1e-3 3e-3; do  # 3e-3: transformer-learned only (its twin was ahead there on seed 1)
   hf-reservoir sweep "results/series_cpu/lr_check_N4_lr${lr}.yaml" >> "$log" 2>&1
 done
 # Transformer at N = 4 did better at 3e-3 than at 2e-3 on seed 1 of the slow-start check: a second seed at 3e-3
