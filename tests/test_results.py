@@ -14,7 +14,14 @@ from hf_reservoir.sweep import SweepConfig
 from hf_reservoir.sweep_report import build_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SWEEPS = ["sweep_cpu", "backskip_cpu", "convergence_cpu", "convergence_cpu/aa", "convergence_cpu/deep_lr"]
+SWEEPS = [
+    "sweep_cpu",
+    "backskip_cpu",
+    "convergence_cpu",
+    "convergence_cpu/aa",
+    "convergence_cpu/deep_lr",
+    "series_cpu",
+]
 SLOW_STARTS = [
     ("slow_start_cpu/slow_starts.yaml", "slow_start_cpu"),
     ("series_cpu/lr_check.yaml", "series_cpu/lr_check"),

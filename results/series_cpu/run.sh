@@ -2,7 +2,9 @@
 # The convergence series (issue #23) on a 2-core machine, in the order that leaves finished runs at the end of
 # each session (an unfinished run resumes from its checkpoint only while the machine keeps it): the short checks
 # first (the lr check at N = 4: 1,000 steps of two models per rate, one per core; done 2026-12-02: every model at
-# 2e-3), then the series one seed and N at a time (both lanes together, one per core), N = 2 before N = 4, then the data-limit run.
+# 2e-3), then the series one
+# group (N, seed) at a time (both lanes together, one per core), every N = 2 group before N = 4, then the data-limit
+# run.
 # Run from the repository root: bash results/series_cpu/run.sh [--until HH:MM]   (finished runs are skipped)
 set -u
 cd "$(dirname "$0")/../.."
@@ -18,11 +20,11 @@ done
 # (its 2e-3 seed 2 exists) decides its rate in the series.
 hf-reservoir sweep results/slow_start_cpu/sweep_lr3e-3_N4.yaml --cell transformer-N4-seed2 >> "$log" 2>&1
 # --until HH:MM (UTC; the session's end): a (seed, N) group starts only if its lanes are expected to end before then
-# (the hours below, from finished groups on this kind of machine); when the next group cannot, the series stops and
-# the slow-start check's remainder fills the cores (1,000-step runs, a few lost at the end at most), so that no lane
-# is cut by the session's end: its runs would restart from scratch, and a lane resumed on another machine is no
-# longer paired. Without --until every group runs in turn.
-declare -A minutes=([2]=110 [4]=165)  # a group's two lanes, wall-clock minutes (N = 2: measured; N = 4: estimated)
+# (the minutes below), else it is skipped for a later session, and when no group fits any more the slow-start
+# check's remainder fills the cores (1,000-step runs, one cut at the end at most), so that no lane is cut by the
+# session's end: its runs would restart from scratch, and a lane resumed on another machine is no longer paired.
+# The data-limit run (one run, nothing paired) goes last, only without --until. Without --until every group runs.
+declare -A minutes=([2]=75 [4]=110)  # a group's two lanes, wall-clock minutes (see the README's "Cost")
 deadline=""
 if [ "${1:-}" = "--until" ]; then deadline=$(date -u -d "$2" +%s) || exit 2; fi
 fits() {  # fits N: the group's lanes end before the deadline
@@ -34,16 +36,21 @@ finished() {  # finished N SEED: every run of the group has its results
     [ -f "results/series_cpu/runs/${model}-N$1-seed$2/results.json" ] || return 1
   done
 }
-for seed in 1 2 3; do
-  for n in 2 4; do
+# N = 2 for every seed, then N = 4 (the order matters only for which groups a short session can still fit).
+for n in 2 4; do
+  for seed in 1 2 3; do
     finished "$n" "$seed" && continue
     if ! fits "$n"; then
-      echo "$(date -u +%H:%M) N = $n, seed $seed needs ${minutes[$n]} min, past $2: the slow-start remainder instead" >> "$log"
-      exec bash results/slow_start_cpu/run.sh
+      echo "$(date -u +%H:%M) N = $n, seed $seed needs ${minutes[$n]} min, past $2: skipped" >> "$log"
+      continue
     fi
     cells=()
     for model in ${models[$n]}; do cells+=(--cell "${model}-N${n}-seed${seed}"); done
     hf-reservoir sweep results/series_cpu/sweep.yaml "${cells[@]}" >> "$log" 2>&1
   done
 done
+if [ -n "$deadline" ]; then  # what remains of the session: the slow-start check's remainder (1,000-step runs)
+  echo "$(date -u +%H:%M) no series group fits before $2: the slow-start remainder" >> "$log"
+  exec bash results/slow_start_cpu/run.sh
+fi
 hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1
