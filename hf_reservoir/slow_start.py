@@ -142,21 +142,20 @@ def compare_recipes(report: dict, config: SlowStartConfig) -> dict:
     """
     reference = config.compare
     rows = {}
-    for name in sorted({n for groups in report["recipes"].values() for n in groups}, key=_group_order):
+    every = {name: group for groups in report["recipes"].values() for name, group in groups.items()}
+    for name in sorted(every, key=lambda n: (every[n]["updatable_layers"], every[n]["model"])):
         held = {r: groups[name] for r, groups in report["recipes"].items() if name in groups}
-        group = next(iter(held.values()))
-        row = {"model": group["model"], "updatable_layers": group["updatable_layers"], "recipes": {}, "better": None}
+        row = {"model": every[name]["model"], "updatable_layers": every[name]["updatable_layers"]}
+        row.update(recipes={}, better=None)
         base = held.get(reference)
+        base_seeds = _judged(base) if base is not None else set()
         if base is not None:
-            row["recipes"][reference] = {
-                "seeds": sorted(_judged(base)),
-                "mean_bleu": _means(base, _judged(base), config),
-            }
+            row["recipes"][reference] = {"seeds": sorted(base_seeds), "mean_bleu": _means(base, base_seeds, config)}
         margins = {}
         for recipe, other in held.items():
             if recipe == reference:
                 continue
-            seeds = _judged(other) & _judged(base) if base is not None else set()
+            seeds = _judged(other) & base_seeds
             row["recipes"][recipe] = {"seeds": sorted(seeds), "mean_bleu": _means(other, seeds, config)}
             if seeds:
                 row["recipes"][recipe]["reference_mean_bleu"] = _means(base, seeds, config)
@@ -184,11 +183,6 @@ def _means(group: dict, seeds: set[int], config: SlowStartConfig) -> dict[int, f
         else None
         for step in config.shown_steps
     }
-
-
-def _group_order(name: str) -> tuple[int, str]:
-    model, n = name.rsplit("/N", 1)
-    return int(n), model
 
 
 def markdown(report: dict, config: SlowStartConfig) -> str:
