@@ -258,14 +258,36 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
 
                 warmup = ReservoirMarianConfig().backskip_warmup_steps
             per_seed = [_backskip_seed(own[s], twin[s], warmup) for s in seeds]
+            # The twins may sit in different lanes (the series: lane b holds the backskipping models, lane a the
+            # exact ones), and then their direct s/step ratio also measures how the two lanes' cores differed.
+            # Each model's ratio to its own lane's reference copy is paired; their quotient is the step-cost ratio
+            # with the lanes' difference divided out (the same as the direct ratio when both share a lane).
+            references = (lane_reference(config, model), lane_reference(config, base))
+            for seed, figures in zip(seeds, per_seed):
+                own_reference, twin_reference = (runs.get(Cell(r, n, seed)) for r in references)
+                figures["seconds_per_step_ratio_through_lanes"] = _ratio_through_lanes(
+                    own[seed], own_reference, twin[seed], twin_reference
+                )
+            pairings = {s: pairing(own[s]["results"], twin[s]["results"]) for s in seeds}
             comparison[f"{model}/N{n}"] = {
                 "model": model,
                 "exact_model": base,
                 "updatable_layers": n,
                 "seeds": len(seeds),
+                "paired_in_lane": _pairing_text(pairings),
+                "lane_references": list(references),
                 **{key: _mean_std([p[key] for p in per_seed]) for key in per_seed[0]},
             }
     return comparison
+
+
+def _ratio_through_lanes(own: dict, own_reference: dict | None, twin: dict, twin_reference: dict | None):
+    """``(own / own's lane reference) / (twin / twin's lane reference)`` in seconds per step, or None."""
+    costs = [
+        run["convergence"]["summary"].get("seconds_per_step") if run else None
+        for run in (own, own_reference, twin, twin_reference)
+    ]
+    return (costs[0] / costs[1]) / (costs[2] / costs[3]) if all(costs) else None
 
 
 def _backskip_seed(own: dict, twin: dict, warmup: int) -> dict:
@@ -298,16 +320,24 @@ def backskip_table(comparison: dict) -> list[str]:
         "Backskipping beside its exact twin (the same reservoirs with every backward computed), same N and seed, "
         "mean ± std over seeds. Skipped: the share of the reservoirs' training forwards whose backward was skipped. "
         "Learned while skipping: BLEU minus the twin's at the evaluations both have after the backskip warm-up, and "
-        "the BLEU each gained from the first to the last of those evaluations.",
+        "the BLEU each gained from the first to the last of those evaluations. Paired in one lane: seeds whose "
+        "two runs took turns in one lane, from the runs' recorded lane history; an unpaired s/step ratio also "
+        "measures how the lanes' cores differed, and the column after it divides that out: each model's s/step "
+        "ratio to its own lane's reference copy (paired), the model's over the exact twin's.",
         "",
-        "| model | N | seeds | skipped | s/step, ratio to exact | steps to max (exact) | max BLEU, difference | "
+        "| model | N | seeds | paired in one lane | skipped | s/step, ratio to exact | s/step ratio to exact, "
+        "through each lane's reference | steps to max (exact) | max BLEU, difference | "
         "BLEU difference at equal steps | BLEU gained after warm-up (exact) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison.values():
+        through = _pm(row["seconds_per_step_ratio_through_lanes"], 3)
+        if through != "n/a" and row["lane_references"][0] != row["lane_references"][1]:
+            through += f" (via {' / '.join(row['lane_references'])})"
         lines.append(
-            f"| {row['model']} | {row['updatable_layers']} | {row['seeds']} | {_pm(row['skipped_fraction'])} | "
-            f"{_pm(row['seconds_per_step_ratio'], 3)} | {_pm(row['steps_to_peak'], 0)} "
+            f"| {row['model']} | {row['updatable_layers']} | {row['seeds']} | {row['paired_in_lane']} | "
+            f"{_pm(row['skipped_fraction'])} | {_pm(row['seconds_per_step_ratio'], 3)} | {through} | "
+            f"{_pm(row['steps_to_peak'], 0)} "
             f"({_pm(row['exact_steps_to_peak'], 0)}) | {_pm(row['peak_bleu_difference'])} | "
             f"{_pm(row['bleu_difference_at_equal_steps'])} | {_pm(row['bleu_gain_after_warmup'])} "
             f"({_pm(row['exact_bleu_gain_after_warmup'])}) |"

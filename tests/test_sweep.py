@@ -306,8 +306,40 @@ def test_the_backskip_table_compares_each_backskip_run_with_its_exact_twin():
     assert row["seconds_per_step_ratio"][0] == pytest.approx(0.8)
     assert row["bleu_difference_at_equal_steps"][0] == pytest.approx(-1.0)  # steps 200 and 300 only
     assert row["bleu_gain_after_warmup"][0] == pytest.approx(-1.0) and row["exact_bleu_gain_after_warmup"][0] == -1.0
-    assert "| transformer-learned | 2 | 1 | 0.75 ± 0.00 | 0.800 ± 0.000 |" in "\n".join(backskip_table({"r": row}))
+    assert row["paired_in_lane"] == "1/1" and row["seconds_per_step_ratio_through_lanes"][0] == pytest.approx(0.8)
+    table = "\n".join(backskip_table({"r": row}))
+    assert "| transformer-learned | 2 | 1 | 1/1 | 0.75 ± 0.00 | 0.800 ± 0.000 | 0.800 ± 0.000 |" in table
     assert backskip_comparison(dataclasses.replace(config, models=["regular", "transformer"]), runs) == {}
+
+
+def test_backskip_twins_in_different_lanes_are_marked_unpaired_and_their_lanes_divided_out():
+    """Lane a: regular, transformer; lane b (a core 1.5x slower): regular@b, transformer-learned. The direct s/step
+    ratio (0.9 x 1.5) mixes the backskip saving with the cores; through each lane's regular copy it is 0.9."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import backskip_comparison, backskip_table
+
+    config = SweepConfig(
+        train_config="unused.yaml",
+        output_dir="unused",
+        models=["regular", "transformer", "regular@b", "transformer-learned"],
+        updatable_layers=[2],
+        seeds=[1],
+        reservoir_layers=2,
+        lanes={"a": ["regular", "transformer"], "b": ["regular@b", "transformer-learned"]},
+    )
+    seconds = {"regular": 300.0, "transformer": 330.0, "regular@b": 450.0, "transformer-learned": 330.0 * 0.9 * 1.5}
+    lanes = {"regular": "a", "transformer": "a", "regular@b": "b", "transformer-learned": "b"}
+    runs = {Cell(m, 2, 1): _fake_run(m, 1, t, lane=lanes[m]) for m, t in seconds.items()}
+    row = backskip_comparison(config, runs)["transformer-learned/N2"]
+    assert row["paired_in_lane"] == "0/1; seed 1: unpaired"
+    assert row["seconds_per_step_ratio"][0] == pytest.approx(1.35)
+    assert row["seconds_per_step_ratio_through_lanes"][0] == pytest.approx(0.9)
+    table = "\n".join(backskip_table({"r": row}))
+    assert "| 0/1; seed 1: unpaired |" in table and "| 0.900 ± 0.000 (via regular@b / regular) |" in table
+    del runs[Cell("regular@b", 2, 1)]  # without its lane's copy there is nothing to divide the lanes out with
+    assert math.isnan(
+        backskip_comparison(config, runs)["transformer-learned/N2"]["seconds_per_step_ratio_through_lanes"][0]
+    )
 
 
 def test_a_lane_without_the_reference_model_is_compared_with_the_reference_copy_in_it():
