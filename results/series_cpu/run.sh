@@ -4,7 +4,7 @@
 # first (the lr check at N = 4: 1,000 steps of two models per rate, one per core; done 2026-12-02: every model at
 # 2e-3), then the series one
 # group (N, seed) at a time (both lanes together, one per core), every N = 2 group before N = 4, then the data-limit
-# run.
+# run (with --until: as soon as no group fits, if it does).
 # Run from the repository root: bash results/series_cpu/run.sh [--until HH:MM]   (finished runs are skipped)
 set -u
 cd "$(dirname "$0")/../.."
@@ -23,13 +23,16 @@ hf-reservoir sweep results/slow_start_cpu/sweep_lr3e-3_N4.yaml --cell transforme
 # (the minutes below), else it is skipped for a later session, and when no group fits any more the slow-start
 # check's remainder fills the cores (1,000-step runs, one cut at the end at most), so that no lane is cut by the
 # session's end: its runs would restart from scratch, and a lane resumed on another machine is no longer paired.
-# The data-limit run (one run, nothing paired) goes last, only without --until. Without --until every group runs.
-declare -A minutes=([2]=75 [4]=110)  # a group's two lanes, wall-clock minutes (see the README's "Cost")
+# The data-limit run (one run on one core, nothing paired: it is compared by steps) starts when no group fits any
+# more but it does (75 minutes), with one queue of the slow-start remainder on the other core and the second queue
+# after it. Without --until every group runs, then the data-limit run.
+declare -A minutes=([2]=75 [4]=110 [data_limit]=75)  # wall-clock minutes: a group's two lanes (README "Cost")
 deadline=""
 if [ "${1:-}" = "--until" ]; then deadline=$(date -u -d "$2" +%s) || exit 2; fi
-fits() {  # fits N: the group's lanes end before the deadline
+fits() {  # fits N|data_limit: the group's lanes (or the data-limit run) end before the deadline
   [ -z "$deadline" ] || [ $(( $(date -u +%s) + ${minutes[$1]} * 60 )) -le "$deadline" ]
 }
+data_limit_done() { [ -f results/series_cpu/data_limit/regular-N2-seed1/results.json ]; }
 finished() {  # finished N SEED: every run of the group has its results
   local model
   for model in ${models[$1]}; do
@@ -50,7 +53,12 @@ for n in 2 4; do
   done
 done
 if [ -n "$deadline" ]; then  # what remains of the session: the slow-start check's remainder (1,000-step runs)
+  if ! data_limit_done && fits data_limit; then
+    echo "$(date -u +%H:%M) no series group fits before $2: the data-limit run, and the slow-start remainder" >> "$log"
+    (hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1; bash results/slow_start_cpu/run.sh b) &
+    exec bash results/slow_start_cpu/run.sh a
+  fi
   echo "$(date -u +%H:%M) no series group fits before $2: the slow-start remainder" >> "$log"
   exec bash results/slow_start_cpu/run.sh
 fi
-hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1
+data_limit_done || hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1

@@ -6,7 +6,8 @@
 # Runs go one at a time per queue, seed by seed, so that a session that ends mid-queue leaves finished runs behind
 # (steps, not seconds, are compared here: the lanes only pin one core per run). Finished runs are skipped; an
 # unfinished one starts again (from its last checkpoint if the machine still has it).
-# Run from the repository root: bash results/slow_start_cpu/run.sh
+# Run from the repository root: bash results/slow_start_cpu/run.sh [a|b ...]   (default: both queues, one per core;
+# one queue leaves the other core to something else, e.g. the series' data-limit run)
 set -u
 cd "$(dirname "$0")/../.."
 queue() {  # queue RECIPE_N... : every cell of those sweeps, seed by seed; a cell another queue holds is skipped
@@ -28,6 +29,12 @@ locks=results/slow_start_cpu/locks
 mkdir -p "$locks"
 # Each queue ends with the other's sweeps, so that the core whose queue is shorter takes over the other's last
 # cells (one process per cell: the lock); each model has a lane of its own (the sweeps' lanes mapping).
-queue lr2e-3_N4 lr5e-3_N4 lr2e-3_N2 lr5e-3_N2 > results/slow_start_cpu/queue_a.log 2>&1 &
-queue lr2e-3_N2 lr5e-3_N2 lr2e-3_N4 lr5e-3_N4 > results/slow_start_cpu/queue_b.log 2>&1 &
+declare -A order=([a]="lr2e-3_N4 lr5e-3_N4 lr2e-3_N2 lr5e-3_N2" [b]="lr2e-3_N2 lr5e-3_N2 lr2e-3_N4 lr5e-3_N4")
+queues=("$@")
+[ ${#queues[@]} -gt 0 ] || queues=(a b)
+for name in "${queues[@]}"; do
+  [ -n "${order[$name]:-}" ] || { echo "run.sh: no queue '$name'; the queues are a and b" >&2; exit 2; }
+  # shellcheck disable=SC2086
+  queue ${order[$name]} > "results/slow_start_cpu/queue_${name}.log" 2>&1 &
+done
 wait
