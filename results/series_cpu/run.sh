@@ -23,10 +23,12 @@ hf-reservoir sweep results/slow_start_cpu/sweep_lr3e-3_N4.yaml --cell transforme
 # (the minutes below), else it is skipped for a later session, and when no group fits any more the slow-start
 # check's remainder fills the cores (1,000-step runs, one cut at the end at most), so that no lane is cut by the
 # session's end: its runs would restart from scratch, and a lane resumed on another machine is no longer paired.
-# The data-limit run (one run on one core, nothing paired: it is compared by steps) starts when no group fits any
-# more but it does (75 minutes), with one queue of the slow-start remainder on the other core and the second queue
-# after it. Without --until every group runs, then the data-limit run.
-declare -A minutes=([2]=75 [4]=110 [data_limit]=75)  # wall-clock minutes: a group's two lanes (README "Cost")
+# The data-limit run (one run on one core, nothing paired: it is compared by steps, so a run cut by the session's
+# end loses only time, and resumes from its checkpoint where the machine keeps it) starts when no group fits any
+# more but it does (45 minutes: regular N = 2 alone on a core, about 30 minutes if it peaks by step 4,000), with
+# one queue of the slow-start remainder on the other core and the second queue after it. Without --until every
+# group runs, then the data-limit run.
+declare -A minutes=([2]=75 [4]=110 [data_limit]=45)  # wall-clock minutes: a group's two lanes (README "Cost")
 deadline=""
 if [ "${1:-}" = "--until" ]; then deadline=$(date -u -d "$2" +%s) || exit 2; fi
 fits() {  # fits N|data_limit: the group's lanes (or the data-limit run) end before the deadline
