@@ -35,6 +35,10 @@ fits() {  # fits N|data_limit: the group's lanes (or the data-limit run) end bef
   [ -z "$deadline" ] || [ $(( $(date -u +%s) + ${minutes[$1]} * 60 )) -le "$deadline" ]
 }
 data_limit_done() { [ -f results/series_cpu/data_limit/regular-N2-seed1/results.json ]; }
+mkdir -p results/series_cpu/locks
+data_limit() {  # one process at a time (it may also have been started by hand on a core a lane left idle)
+  flock -n results/series_cpu/locks/data_limit.lock hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml
+}
 finished() {  # finished N SEED: every run of the group has its results
   local model
   for model in ${models[$1]}; do
@@ -57,10 +61,10 @@ done
 if [ -n "$deadline" ]; then  # what remains of the session: the slow-start check's remainder (1,000-step runs)
   if ! data_limit_done && fits data_limit; then
     echo "$(date -u +%H:%M) no series group fits before $2: the data-limit run, and the slow-start remainder" >> "$log"
-    (hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1; bash results/slow_start_cpu/run.sh b) &
+    (data_limit >> "$log" 2>&1; bash results/slow_start_cpu/run.sh b) &
     exec bash results/slow_start_cpu/run.sh a
   fi
   echo "$(date -u +%H:%M) no series group fits before $2: the slow-start remainder" >> "$log"
   exec bash results/slow_start_cpu/run.sh
 fi
-data_limit_done || hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml >> "$log" 2>&1
+data_limit_done || data_limit >> "$log" 2>&1
