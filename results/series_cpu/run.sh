@@ -37,7 +37,7 @@ fits() {  # fits N|data_limit: the group's lanes (or the data-limit run) end bef
 data_limit_done() { [ -f results/series_cpu/data_limit/regular-N2-seed1/results.json ]; }
 mkdir -p results/series_cpu/locks
 data_limit() {  # one process at a time (it may also have been started by hand on a core a lane left idle)
-  flock -n results/series_cpu/locks/data_limit.lock hf-reservoir sweep results/series_cpu/sweep_data_limit.yaml
+  flock -n results/series_cpu/locks/data_limit.lock hf-reservoir sweep results/series_cpu/data_limit/sweep.yaml
 }
 finished() {  # finished N SEED: every run of the group has its results
   local model
