@@ -293,12 +293,16 @@ def add_sweep(commands) -> None:
     sweep.add_argument("--list", action="store_true", help="print the cells and stop")
     sweep.add_argument("--cell", action="append", help="run only this cell (repeatable)")
     sweep.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
-    sweep.add_argument("--report-dir", default=None, help="where the table and plots go (default: next to config)")
+    sweep.add_argument(
+        "--report-dir",
+        default=None,
+        help="where the table and plots go (default: the config's report_dir, else beside it)",
+    )
 
 
 def sweep_main(args) -> int:
     from .sweep import SweepConfig, cells, run_sweep
-    from .sweep_report import build_report
+    from .sweep_report import build_report, check_report_dir
 
     try:
         config = SweepConfig.load(args.config)
@@ -313,8 +317,9 @@ def sweep_main(args) -> int:
         if unknown:
             raise ValueError(f"unknown cells {unknown}; see --list.")
         grid = [c for c in grid if c.name in args.cell]
+    report_dir = args.report_dir or config.report_dir or os.path.dirname(os.path.abspath(args.config))
+    check_report_dir(config, report_dir)  # before hours of training, not after
     failed = [] if args.report_only else run_sweep(config, grid, report=lambda line: print(line, flush=True))
-    report_dir = args.report_dir or os.path.dirname(os.path.abspath(args.config))
     print(build_report(config, report_dir))
     if failed:
         print(f"error: failed cells {failed}; see their train.log.", file=sys.stderr)

@@ -65,6 +65,9 @@ class SweepConfig:
     # budget_seconds, else the shortest run of that N, so that every run of a group is integrated alike).
     target_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])
     aucc_seconds: float | None = None
+    # Where the report (table.md, summary.json, plots) goes; default: the folder of the sweep's config file.
+    # A folder holding another sweep's report is refused (hf_reservoir.sweep_report.check_report_dir).
+    report_dir: str | None = None
     # Which models share a lane: {lane name: [models]}; default, all models of one N and seed in one lane.
     lanes: dict | None = None
     # The model every other is compared with (paired differences, ratios, targets); default: regular if

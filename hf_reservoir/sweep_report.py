@@ -432,8 +432,30 @@ def _paired_table(summary: dict, reference: str, sharing: str = "lanes") -> list
     return lines
 
 
+def check_report_dir(config: SweepConfig, report_dir: str) -> None:
+    """Refuse a folder that holds another sweep's report: its ``summary.json`` lists runs that are not among this
+    sweep's cells (two sweep configs in one folder would otherwise overwrite each other's table and plots). A
+    report of this sweep's own cells, or of some of them, is rebuilt in place."""
+    try:
+        with open(os.path.join(report_dir, "summary.json"), encoding="utf-8") as handle:
+            existing = json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    ours = {os.path.normpath(os.path.join(config.output_dir, cell.name)) for cell in cells(config)}
+    rows = existing.get("rows", {}) if isinstance(existing, dict) else {}
+    theirs = [run for row in rows.values() for run in row.get("runs", []) if os.path.normpath(run) not in ours]
+    if theirs:
+        raise ValueError(
+            f"{report_dir} holds the report of another sweep (its runs include {theirs[0]}, which is not a cell of "
+            f"this one); writing here would overwrite it. Set report_dir in the sweep's config or pass "
+            "--report-dir; if it is this sweep's own older report (before cells were removed), delete its "
+            "summary.json."
+        )
+
+
 def build_report(config: SweepConfig, report_dir: str) -> str:
     """Write ``table.md``, ``summary.json`` and the plots; returns the tables."""
+    check_report_dir(config, report_dir)
     runs = load_runs(config)
     if not runs:
         raise ValueError(f"No finished runs under {config.output_dir}; run the sweep first.")

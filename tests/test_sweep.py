@@ -389,3 +389,37 @@ def test_runs_from_before_the_step_cost_was_recorded_still_build_a_report():
     assert "| n/a |" in markdown_tables(summary, {}, "transformer")
     row = backskip_comparison(config, runs)["transformer-identity/N2"]
     assert math.isnan(row["seconds_per_step_ratio"][0]) and row["bleu_difference_at_equal_steps"][0] == 0.0
+
+
+def test_two_sweeps_in_one_folder_cannot_overwrite_each_others_report(tmp_path, monkeypatch, capsys):
+    """The report goes beside the sweep's config by default: a second sweep config in that folder (another
+    output_dir) is refused with the reason, before any training, and the first report is left as it was;
+    report_dir in the config sends it elsewhere, and a sweep's own report is rebuilt in place."""
+    from hf_reservoir.cli import main
+    from hf_reservoir.run_folder import CONVERGENCE_FILE, RESULTS_FILE, write_run_file
+
+    monkeypatch.chdir(tmp_path)
+    for name, output_dir in (("series", "runs"), ("check", "check_runs")):
+        for model, seconds in (("regular", 300.0), ("transformer", 330.0)):
+            run = _fake_run(model, 1, seconds, lane="a")
+            run_dir = tmp_path / output_dir / f"{model}-N2-seed1"
+            run_dir.mkdir(parents=True)
+            write_run_file(str(run_dir), RESULTS_FILE, run["results"])
+            write_run_file(str(run_dir), CONVERGENCE_FILE, run["convergence"])
+        sweep = {"train_config": "unused.yaml", "output_dir": output_dir, "models": ["regular", "transformer"]}
+        sweep.update(updatable_layers=[2], seeds=[1], reservoir_layers=2)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(sweep))
+    assert main(["sweep", "series.yaml", "--report-only"]) == 0
+    table = (tmp_path / "table.md").read_text()
+    capsys.readouterr()
+    # Without --report-only too: refused before run_sweep would start a run.
+    monkeypatch.setattr("hf_reservoir.sweep.run_sweep", lambda *a, **k: pytest.fail("trained before the check"))
+    assert main(["sweep", "check.yaml"]) == 2
+    error = capsys.readouterr().err
+    assert "holds the report of another sweep" in error and "runs/regular-N2-seed1" in error
+    assert "report_dir" in error and (tmp_path / "table.md").read_text() == table
+    check = yaml.safe_load((tmp_path / "check.yaml").read_text())
+    (tmp_path / "check.yaml").write_text(yaml.safe_dump({**check, "report_dir": "check_report"}))
+    assert main(["sweep", "check.yaml", "--report-only"]) == 0
+    assert (tmp_path / "check_report" / "table.md").exists() and (tmp_path / "table.md").read_text() == table
+    assert main(["sweep", "series.yaml", "--report-only"]) == 0  # its own report: rebuilt in place

@@ -19,7 +19,7 @@ queue() {  # queue RECIPE_N... : every cell of those sweeps, seed by seed; a cel
         local cell="${model}-N${sweep_name##*_N}-seed${seed}"
         if grep -qx "$cell" <<< "$cells"; then
           flock -n "$locks/${sweep_name}-${cell}.lock" \
-            hf-reservoir sweep "$sweep" --cell "$cell" --report-dir "results/slow_start_cpu/report_${sweep_name}"
+            hf-reservoir sweep "$sweep" --cell "$cell"
         fi
       done
     done
