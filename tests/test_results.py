@@ -21,6 +21,7 @@ SWEEPS = [
     "convergence_cpu/aa",
     "convergence_cpu/deep_lr",
     "series_cpu",
+    "series_cpu/data_limit",
 ]
 SLOW_STARTS = [
     ("slow_start_cpu/slow_starts.yaml", "slow_start_cpu"),
