@@ -257,17 +257,11 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
                 from .configuration_reservoir import ReservoirMarianConfig
 
                 warmup = ReservoirMarianConfig().backskip_warmup_steps
-            per_seed = [_backskip_seed(own[s], twin[s], warmup) for s in seeds]
-            # The twins may sit in different lanes (the series: lane b holds the backskipping models, lane a the
-            # exact ones), and then their direct s/step ratio also measures how the two lanes' cores differed.
-            # Each model's ratio to its own lane's reference copy is paired; their quotient is the step-cost ratio
-            # with the lanes' difference divided out (the same as the direct ratio when both share a lane).
+            # Each twin's ratios also go through its own lane's reference copy (see _backskip_seed).
             references = (lane_reference(config, model), lane_reference(config, base))
-            for seed, figures in zip(seeds, per_seed):
-                own_reference, twin_reference = (runs.get(Cell(r, n, seed)) for r in references)
-                figures["seconds_per_step_ratio_through_lanes"] = _ratio_through_lanes(
-                    own[seed], own_reference, twin[seed], twin_reference
-                )
+            per_seed = [
+                _backskip_seed(own[s], twin[s], warmup, *(runs.get(Cell(r, n, s)) for r in references)) for s in seeds
+            ]
             pairings = {s: pairing(own[s]["results"], twin[s]["results"]) for s in seeds}
             comparison[f"{model}/N{n}"] = {
                 "model": model,
@@ -281,26 +275,25 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
     return comparison
 
 
-def _ratio_through_lanes(own: dict, own_reference: dict | None, twin: dict, twin_reference: dict | None):
-    """``(own / own's lane reference) / (twin / twin's lane reference)`` in seconds per step, or None."""
-    costs = [
-        run["convergence"]["summary"].get("seconds_per_step") if run else None
-        for run in (own, own_reference, twin, twin_reference)
-    ]
-    return (costs[0] / costs[1]) / (costs[2] / costs[3]) if all(costs) else None
-
-
-def _backskip_seed(own: dict, twin: dict, warmup: int) -> dict:
+def _backskip_seed(own: dict, twin: dict, warmup: int, own_reference: dict | None, twin_reference: dict | None):
+    """One seed's figures. The twins may sit in different lanes (the series: lane b holds the backskipping models,
+    lane a the exact ones), and then their direct s/step ratio also measures how the two lanes' cores differed.
+    Each twin's ratio to its own lane's reference copy is paired; their quotient is the step-cost ratio with the
+    lanes' difference divided out (the direct ratio when both share a lane)."""
     record = own["results"].get("backskip") or {}
     skipped, exact = record.get("skipped"), record.get("exact")
     warmup = record.get("warmup_steps", warmup)
     curves = [{e["step"]: e["bleu"] for e in run["convergence"]["evaluations"]} for run in (own, twin)]
     common = sorted(step for step in set(curves[0]) & set(curves[1]) if step > warmup)
     mine, theirs = own["convergence"]["summary"], twin["convergence"]["summary"]
-    step_costs = (mine.get("seconds_per_step"), theirs.get("seconds_per_step"))  # None in runs from before it
+    step_costs = [  # None in runs from before it was recorded, or without a lane reference
+        run["convergence"]["summary"].get("seconds_per_step") if run else None
+        for run in (own, twin, own_reference, twin_reference)
+    ]
+    direct = step_costs[0] / step_costs[1] if all(step_costs[:2]) else None
     return {
         "skipped_fraction": skipped / (skipped + exact) if skipped is not None and skipped + exact else None,
-        "seconds_per_step_ratio": step_costs[0] / step_costs[1] if all(step_costs) else None,
+        "seconds_per_step_ratio": direct,
         "steps_to_peak": mine["step_at_peak"],
         "exact_steps_to_peak": theirs["step_at_peak"],
         "peak_bleu_difference": mine["peak_bleu"] - theirs["peak_bleu"],
@@ -309,6 +302,9 @@ def _backskip_seed(own: dict, twin: dict, warmup: int) -> dict:
         ),
         "bleu_gain_after_warmup": curves[0][common[-1]] - curves[0][common[0]] if len(common) > 1 else None,
         "exact_bleu_gain_after_warmup": curves[1][common[-1]] - curves[1][common[0]] if len(common) > 1 else None,
+        "seconds_per_step_ratio_through_lanes": (
+            (step_costs[0] / step_costs[2]) / (step_costs[1] / step_costs[3]) if all(step_costs) else None
+        ),
     }
 
 

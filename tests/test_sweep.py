@@ -254,6 +254,20 @@ def _fake_run(model: str, seed: int, peak_seconds: float, lane: str) -> dict:
     return {"results": results, "convergence": {"summary": summary, "evaluations": evaluations}}
 
 
+def _two_lane_sweep(seconds: dict[str, float], lane_b: list[str]):
+    """A one-seed N = 2 sweep of ``seconds``' models (each run peaking at its seconds): lane b holds ``lane_b``,
+    lane a the rest. Returns the config and the runs' files as the report reads them."""
+    from hf_reservoir.sweep import Cell
+
+    lanes = {"a": [m for m in seconds if m not in lane_b], "b": lane_b}
+    config = SweepConfig(
+        train_config="unused.yaml", output_dir="unused", models=list(seconds), updatable_layers=[2], seeds=[1],
+        reservoir_layers=2, lanes=lanes,
+    )  # fmt: skip
+    runs = {Cell(m, 2, 1): _fake_run(m, 1, t, lane="b" if m in lane_b else "a") for m, t in seconds.items()}
+    return config, runs
+
+
 def test_every_ratio_is_taken_against_the_reference_model_it_names():
     """With reference_model: transformer, regular's ratio is regular / transformer (not 1, not regular / regular)."""
     from hf_reservoir.sweep import Cell
@@ -318,18 +332,8 @@ def test_backskip_twins_in_different_lanes_are_marked_unpaired_and_their_lanes_d
     from hf_reservoir.sweep import Cell
     from hf_reservoir.sweep_report import backskip_comparison, backskip_table
 
-    config = SweepConfig(
-        train_config="unused.yaml",
-        output_dir="unused",
-        models=["regular", "transformer", "regular@b", "transformer-learned"],
-        updatable_layers=[2],
-        seeds=[1],
-        reservoir_layers=2,
-        lanes={"a": ["regular", "transformer"], "b": ["regular@b", "transformer-learned"]},
-    )
     seconds = {"regular": 300.0, "transformer": 330.0, "regular@b": 450.0, "transformer-learned": 330.0 * 0.9 * 1.5}
-    lanes = {"regular": "a", "transformer": "a", "regular@b": "b", "transformer-learned": "b"}
-    runs = {Cell(m, 2, 1): _fake_run(m, 1, t, lane=lanes[m]) for m, t in seconds.items()}
+    config, runs = _two_lane_sweep(seconds, lane_b=["regular@b", "transformer-learned"])
     row = backskip_comparison(config, runs)["transformer-learned/N2"]
     assert row["paired_in_lane"] == "0/1; seed 1: unpaired"
     assert row["seconds_per_step_ratio"][0] == pytest.approx(1.35)
@@ -345,21 +349,10 @@ def test_backskip_twins_in_different_lanes_are_marked_unpaired_and_their_lanes_d
 def test_a_lane_without_the_reference_model_is_compared_with_the_reference_copy_in_it():
     """lanes a: [regular, transformer], b: [regular@b, ffn]: ffn's ratio is to regular@b, which took turns with
     it, and regular@b's to regular (another lane: an A/A across lanes, marked unpaired)."""
-    from hf_reservoir.sweep import Cell
     from hf_reservoir.sweep_report import markdown_tables, summarise
 
-    config = SweepConfig(
-        train_config="unused.yaml",
-        output_dir="unused",
-        models=["regular", "transformer", "regular@b", "ffn"],
-        updatable_layers=[2],
-        seeds=[1],
-        reservoir_layers=2,
-        lanes={"a": ["regular", "transformer"], "b": ["regular@b", "ffn"]},
-    )
     seconds = {"regular": 300.0, "transformer": 330.0, "regular@b": 200.0, "ffn": 180.0}
-    lanes = {"regular": "a", "transformer": "a", "regular@b": "b", "ffn": "b"}
-    runs = {Cell(m, 2, 1): _fake_run(m, 1, t, lane=lanes[m]) for m, t in seconds.items()}
+    config, runs = _two_lane_sweep(seconds, lane_b=["regular@b", "ffn"])
     summary, _ = summarise(config, runs)
     assert summary["ffn/N2"]["reference"] == "regular@b"
     assert summary["ffn/N2"]["time_to_peak_ratio_to_reference"] == pytest.approx(0.9)
