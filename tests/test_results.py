@@ -26,6 +26,7 @@ SWEEPS = [
 SLOW_STARTS = [
     ("slow_start_cpu/slow_starts.yaml", "slow_start_cpu"),
     ("series_cpu/lr_check.yaml", "series_cpu/lr_check"),
+    ("series_cpu/slow_starts.yaml", "series_cpu/slow_start"),
 ]
 
 
