@@ -533,6 +533,7 @@ def _plot_aucc(summary: dict, path: str) -> None:
                 capsize=3,
                 label=model,
             )
+        axis.set_xticks(sorted({row["updatable_layers"] for row in summary.values()}))  # N is a count: no 2.25
 
 
 def _plot_paired_ratios(summary: dict, path: str, reference: str) -> None:
@@ -562,6 +563,7 @@ def _plot_paired_ratios(summary: dict, path: str, reference: str) -> None:
                 label=model,
             )
         panel.axhline(1.0, color="gray", linewidth=1, linestyle="--")
+        panel.set_xticks(sorted({row["updatable_layers"] for row in rows}))  # N is a count: no 2.25
         panel.set_title(f"{title}: model / {reference} (paired by seed)")
         panel.set_xlabel("updatable encoder layers (N)")
         panel.set_ylabel("ratio (mean ± std over seeds; < 1: faster)")

@@ -416,3 +416,27 @@ def test_two_sweeps_in_one_folder_cannot_overwrite_each_others_report(tmp_path, 
     assert main(["sweep", "check.yaml", "--report-only"]) == 0
     assert (tmp_path / "check_report" / "table.md").exists() and (tmp_path / "table.md").read_text() == table
     assert main(["sweep", "series.yaml", "--report-only"]) == 0  # its own report: rebuilt in place
+
+
+def test_ratio_plots_tick_only_the_measured_depths(tmp_path, monkeypatch):
+    """N is a count of layers: the plots against N mark the measured N (2 and 4), not 2.25 or 3.5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hf_reservoir import sweep_report
+
+    summary = json.loads(
+        open(os.path.join(REPO_ROOT, "results", "series_cpu", "summary.json"), encoding="utf-8").read()
+    )["rows"]
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda figure=None: (figures.append(figure), close(figure)))
+    sweep_report._plot_paired_ratios(summary, str(tmp_path / "paired.png"), "regular")
+    sweep_report._plot_aucc(summary, str(tmp_path / "aucc.png"))
+    assert (tmp_path / "paired.png").exists() and (tmp_path / "aucc.png").exists()
+    axes = [axis for figure in figures for axis in figure.axes]
+    assert len(axes) == 3  # two panels of paired ratios, one of AUCC
+    for axis in axes:
+        assert list(axis.get_xticks()) == [2, 4]
