@@ -427,9 +427,8 @@ def test_ratio_plots_tick_only_the_measured_depths(tmp_path, monkeypatch):
 
     from hf_reservoir import sweep_report
 
-    summary = json.loads(
-        open(os.path.join(REPO_ROOT, "results", "series_cpu", "summary.json"), encoding="utf-8").read()
-    )["rows"]
+    with open(os.path.join(REPO_ROOT, "results", "series_cpu", "summary.json"), encoding="utf-8") as handle:
+        summary = json.load(handle)["rows"]
     figures = []
     close = plt.close
     monkeypatch.setattr(plt, "close", lambda figure=None: (figures.append(figure), close(figure)))
