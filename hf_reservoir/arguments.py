@@ -164,6 +164,13 @@ class DataArguments:
         default=False,
         metadata={"help": "start a new run in an output_dir that holds an earlier run's files, replacing them"},
     )
+    allow_recipe_change: bool = field(
+        default=False,
+        metadata={
+            "help": "resume a run with settings that change its recipe (model, data, batching, optimizer, schedule, "
+            "stopping, seed), on purpose; the change and its step are recorded in recipe.json and results.json"
+        },
+    )
 
 
 @dataclass

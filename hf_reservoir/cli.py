@@ -371,7 +371,12 @@ def add_probe(commands) -> None:
     )
     probe.add_argument("models", nargs="+", help="model folders written by training (OUTPUT_DIR/model)")
     probe.add_argument("--output_dir", required=True, help="where probe.json, probe.md and probe_heatmap.png go")
-    probe.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"default: all of {', '.join(TASKS)}")
+    probe.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help=f"any of {', '.join(TASKS)}; default: every one the data supports (source needs a built corpus)",
+    )
     probe.add_argument("--limit", type=int, default=6000, help="source sentences drawn from the training split")
     probe.add_argument("--control", action="store_true", help="add the first model's architecture at random init")
     probe.add_argument("--data_path", default="data/de-en", help="the corpus (a built corpus, or text/TSV/JSONL)")

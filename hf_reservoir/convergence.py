@@ -257,6 +257,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         self.output_dir = output_dir
         self.record = ConvergenceRecord(budget_seconds=budget_seconds)
         self._epoch_start = 0.0
+        # Facts about this training process that its entry in the record's ``parts`` carries (e.g. the recipe
+        # changes a resume made on purpose), so that a run's history says at which step they took effect.
+        self.part_notes: dict = {}
 
     def state(self) -> dict:
         return {
@@ -296,7 +299,13 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
         self._restore(state)
         self.record.parts.append(
-            {"from_step": state.global_step, "clock": self.record.train_seconds, "started": time.time(), "ended": None}
+            {
+                "from_step": state.global_step,
+                "clock": self.record.train_seconds,
+                "started": time.time(),
+                "ended": None,
+                **self.part_notes,
+            }
         )
         if self.cooldown is not None:
             self.cooldown.install(lr_scheduler, state.max_steps)

@@ -215,7 +215,7 @@ def load_parallel_corpus(
         target_lang (`str`): the target language key, e.g. ``en``.
         data_format (`str`, *optional*): one of ``corpus``, ``text``, ``tsv``, ``jsonl``, ``hub``; guessed if unset.
         hub_config (`str`, *optional*): the Hub data set's config, e.g. ``iwslt2017-de-en`` or ``de-en``.
-        stats (`dict`, *optional*): filled with per-split counts.
+        stats (`dict`, *optional*): filled with the corpus's per-split counts (``corpus_splits``).
 
     Returns:
         `datasets.DatasetDict`: ``translation`` holds ``{source_lang: ..., target_lang: ...}``; a built corpus
@@ -239,7 +239,7 @@ def load_parallel_corpus(
         logger.warning("Dropped empty or whitespace-only pairs: %s", dict(dropped))
     if stats is not None:
         stats["dropped_empty"] = dict(dropped)
-        stats["splits"] = {split: len(result[split]) for split in SPLITS}
+        stats["corpus_splits"] = {split: len(result[split]) for split in SPLITS}
     return DatasetDict(result)
 
 

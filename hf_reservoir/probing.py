@@ -37,7 +37,7 @@ import os
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -63,7 +63,9 @@ class ProbeTask:
 
 @dataclass
 class ProbeSettings:
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    # None: every task the data supports (a task the data cannot support is skipped, with a note); a task
+    # named here that the data cannot support is an error.
+    tasks: list[str] | None = None
     limit: int = 6000
     seed: int = 1
     word_content_words: int = 100
@@ -71,7 +73,7 @@ class ProbeSettings:
     batch_size: int = 64
 
     def __post_init__(self):
-        unknown = sorted(set(self.tasks) - set(TASKS))
+        unknown = sorted(set(self.tasks or ()) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown probing task(s) {unknown}; choose from {', '.join(TASKS)}.")
         if self.limit < 50:
@@ -166,6 +168,17 @@ def token_identity_task(sentences: list[str], tokenizer, rng: random.Random, cla
         positions=[p for _, p, _ in examples],
         description=description,
     )
+
+
+def task_problem(task: ProbeTask) -> str | None:
+    """Why a probing data set cannot give a probe (fewer than 2 classes, or a split without examples), or None."""
+    counts = Counter(task.split)
+    empty = [part for part in ("train", "validation", "test") if not counts[part]]
+    if task.num_classes < 2:
+        return f"these sentences give it {task.num_classes} class(es) ({task.description})"
+    if empty:
+        return f"these sentences give it {len(task.labels)} examples, none in the {'/'.join(empty)} split"
+    return None
 
 
 def build_tasks(sentences: list[str], sources: list[str] | None, tokenizer, settings: ProbeSettings) -> list:
@@ -330,6 +343,12 @@ def run_probes(
     for path in model_dirs:  # every folder first: a wrong one is named before minutes of work
         check_model_dir(path)
     sentences, sources = probe_sentences(data_path, source_lang, target_lang, settings)
+    explicit = settings.tasks is not None
+    skipped = {}
+    if not explicit:  # every task the data supports
+        if sources is None:
+            skipped["source"] = "the data records no source per pair (only a built corpus does)"
+        settings = replace(settings, tasks=[task for task in TASKS if task not in skipped])
     loaded = {model_name(path): (path, *load_probe_model(path, device)) for path in model_dirs}
     if control:
         path, model, tokenizer = next(iter(loaded.values()))
@@ -338,11 +357,30 @@ def run_probes(
             random_init_twin(model),
             tokenizer,
         )
+    tasks_of = {}  # per model (token identity depends on the tokenizer): the tasks the sentences can support
+    for name, (_, _, tokenizer) in loaded.items():
+        tasks_of[name] = []
+        for task in build_tasks(sentences, sources, tokenizer, settings):
+            problem = task_problem(task)
+            if problem is None:
+                tasks_of[name].append(task)
+            elif explicit:
+                raise ValueError(
+                    f"the task {task.name!r} cannot be probed on {data_path}: {problem}. Drop it from --tasks, or "
+                    "probe more sentences (--limit) of a larger corpus."
+                )
+            else:
+                skipped[task.name] = problem
+    if skipped:
+        print("Skipped " + "; ".join(f"the task {task!r}: {why}" for task, why in skipped.items()) + ".")
+    settings = replace(settings, tasks=[task for task in settings.tasks if task not in skipped])
     report = {"settings": vars(settings), "data": data_path, "sentences": len(sentences), "tasks": {}, "models": {}}
+    if skipped:
+        report["skipped_tasks"] = skipped
     total = sum(len(model.config.encoder_layout) + 1 for _, model, _ in loaded.values()) * len(settings.tasks)
     with tqdm(total=total, desc="probes (model, layer, task)") as progress:
         for name, (path, model, tokenizer) in loaded.items():
-            tasks = build_tasks(sentences, sources, tokenizer, settings)
+            tasks = [task for task in tasks_of[name] if task.name not in skipped]
             report["tasks"].update({t.name: {"description": t.description, "classes": t.num_classes} for t in tasks})
             layers = probe_model(model, tokenizer, tasks, settings, progress)
             report["models"][name] = {"path": path, "encoder_layout": model.config.encoder_layout, "layers": layers}
@@ -359,6 +397,7 @@ def markdown(report: dict) -> str:
         "L a trainable layer, R a reservoir. Baseline: the majority class.",
         "",
         *[f"- `{name}`: {task['description']} ({task['classes']} classes)" for name, task in report["tasks"].items()],
+        *[f"- `{name}` skipped: {why}" for name, why in report.get("skipped_tasks", {}).items()],
     ]
     for name, entry in report["models"].items():
         first = entry["layers"][0]["tasks"]

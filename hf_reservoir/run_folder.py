@@ -15,6 +15,7 @@ TOKENIZER_DIR = "tokenizer"  # the tokenizer trained for the run (reused on resu
 RESULTS_FILE = "results.json"  # the final report: scores, convergence summary, history, hardware
 CONVERGENCE_FILE = "convergence.json"  # the clock's record: every evaluation with its training seconds
 CONVERGENCE_PLOT = "convergence.png"  # validation BLEU against training seconds
+RECIPE_FILE = "recipe.json"  # the recipe the run trains with (written before its first step; checked on resume)
 TRAIN_LOG = "train.log"  # a sweep run's output
 SCORING_FILE = "scoring.json"  # inside MODEL_DIR: how the reported scores were decoded
 CORPUS_STATS_FILE = "stats.json"  # inside a built corpus folder: sizes, sources, licences
@@ -25,7 +26,7 @@ def earlier_run_files(output_dir: str) -> list[str]:
     """The files and folders of an earlier run in ``output_dir`` (sorted), which a new run would replace."""
     if not os.path.isdir(output_dir):
         return []
-    mine = (RESULTS_FILE, CONVERGENCE_FILE, MODEL_DIR, TOKENIZER_DIR)
+    mine = (RESULTS_FILE, CONVERGENCE_FILE, RECIPE_FILE, MODEL_DIR, TOKENIZER_DIR)
     return [name for name in sorted(os.listdir(output_dir)) if name in mine or CHECKPOINT_NAME.fullmatch(name)]
 
 

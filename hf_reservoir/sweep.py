@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # every reservoir type is a model
-from .run_folder import RESULTS_FILE, TRAIN_LOG
+from .run_folder import CONVERGENCE_FILE, CONVERGENCE_PLOT, RECIPE_FILE, RESULTS_FILE, TRAIN_LOG
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -43,6 +43,9 @@ class SweepConfig:
     """A grid. ``train_config`` is a training YAML/JSON; ``train_overrides`` apply to every run."""
 
     train_config: str
+    # Where the runs train (their checkpoints included). It may name environment variables, as
+    # "${HF_RESERVOIR_RUNS}/depth_gate", so that runs of many hours live outside the repository, where a reset of
+    # the work tree does not reach them, and resume from there.
     output_dir: str
     models: list[str] = field(default_factory=lambda: ["regular", "transformer", "ffn", "layerdrop"])
     updatable_layers: list[int] = field(default_factory=lambda: [2, 4])
@@ -70,6 +73,10 @@ class SweepConfig:
     report_dir: str | None = None
     # Which models share a lane: {lane name: [models]}; default, all models of one N and seed in one lane.
     lanes: dict | None = None
+    # Where each finished run's record (results.json, convergence.json and .png, recipe.json, train.log; not its
+    # checkpoints or model) is copied as soon as it finishes, e.g. a folder under results/ to commit; the report
+    # reads the runs from here, and a cell recorded here counts as finished even where output_dir was lost.
+    collect_dir: str | None = None
     # The model every other is compared with (paired differences, ratios, targets); default: regular if
     # listed, else the first model.
     reference_model: str | None = None
@@ -107,6 +114,21 @@ class SweepConfig:
                 f"parallel_lanes={self.parallel_lanes}, threads_per_lane={self.threads_per_lane} and "
                 f"slice_seconds={self.slice_seconds} must be positive."
             )
+
+    def training_dir(self) -> str:
+        """``output_dir`` with its environment variables expanded; an unset variable is refused."""
+        expanded = os.path.expandvars(self.output_dir)
+        if "$" in expanded:
+            raise ValueError(
+                f"output_dir={self.output_dir!r} names an environment variable that is not set; set it to a folder "
+                "outside the repository, e.g. export HF_RESERVOIR_RUNS=$HOME/hf-reservoir-runs."
+            )
+        return expanded
+
+    @property
+    def record_dir(self) -> str:
+        """Where the report reads the runs: ``collect_dir`` if set, else the runs themselves."""
+        return self.collect_dir if self.collect_dir is not None else self.training_dir()
 
     @classmethod
     def load(cls, path: str) -> SweepConfig:
@@ -189,12 +211,44 @@ def cell_arguments(config: SweepConfig, cell: Cell) -> list[str]:
     overrides.update(config.model_overrides.get(cell.model, {}))
     argv = [config.train_config]
     for key, value in overrides.items():
+        if isinstance(value, str):  # e.g. data_path: ${HF_RESERVOIR_RUNS}/data/de-en, beside the runs
+            value = os.path.expandvars(value)
         argv += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     return argv
 
 
 def finished(config: SweepConfig, cell: Cell) -> bool:
-    return os.path.exists(os.path.join(config.output_dir, cell.name, RESULTS_FILE))
+    return any(
+        os.path.exists(os.path.join(root, cell.name, RESULTS_FILE))
+        for root in (config.output_dir, config.collect_dir)
+        if root is not None
+    )
+
+
+RECORD_FILES = (RESULTS_FILE, CONVERGENCE_FILE, CONVERGENCE_PLOT, RECIPE_FILE, TRAIN_LOG)
+
+
+def collect_finished(config: SweepConfig, grid: list[Cell]) -> list[str]:
+    """Copy the record of every finished run of ``grid`` from ``output_dir`` into ``collect_dir`` (if set and not
+    there yet); returns the names of the runs copied."""
+    import shutil
+
+    if config.collect_dir is None:
+        return []
+    copied = []
+    for cell in grid:
+        source, target = os.path.join(config.output_dir, cell.name), os.path.join(config.collect_dir, cell.name)
+        if not os.path.exists(os.path.join(source, RESULTS_FILE)) or os.path.exists(
+            os.path.join(target, RESULTS_FILE)
+        ):
+            continue
+        os.makedirs(target, exist_ok=True)
+        for name in RECORD_FILES:  # results.json last: a copy cut short does not count as finished
+            if name != RESULTS_FILE and os.path.exists(os.path.join(source, name)):
+                shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+        shutil.copy2(os.path.join(source, RESULTS_FILE), os.path.join(target, RESULTS_FILE))
+        copied.append(cell.name)
+    return copied
 
 
 def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable) -> list[str]:
@@ -279,11 +333,18 @@ def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.exec
 
 
 def run_sweep(config: SweepConfig, grid: list[Cell], report=print) -> list[str]:
-    """Run the cells of ``grid`` under the config's sharing scheme; returns the names of failed cells."""
+    """Run the cells of ``grid`` under the config's sharing scheme; returns the names of failed cells. Each
+    finished run's record is copied into ``collect_dir`` as it finishes."""
+    from dataclasses import replace
+
+    config = replace(config, output_dir=config.training_dir())
+    for name in collect_finished(config, grid):
+        report(f"{name}: finished earlier; its record copied into {config.collect_dir}")
     failed = []
     if config.sharing == "sequential":
         for index, cell in enumerate(grid, start=1):
             status = run_cell(config, cell)
+            collect_finished(config, [cell])
             report(f"[{index}/{len(grid)}] {cell.name}: {status}")
             if status == "failed":
                 failed.append(cell.name)
@@ -295,6 +356,7 @@ def run_sweep(config: SweepConfig, grid: list[Cell], report=print) -> list[str]:
         lanes.setdefault(lane_of(config, cell), []).append(cell)
     with ThreadPoolExecutor(max_workers=config.parallel_lanes) as pool:
         for name, statuses in zip(lanes, pool.map(lambda lane: run_lane_cells(config, lane), lanes.values())):
+            collect_finished(config, list(statuses))
             for cell, status in statuses.items():
                 report(f"[lane {name}] {cell.name}: {status}")
                 if status == "failed":

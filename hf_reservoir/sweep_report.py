@@ -24,6 +24,7 @@ import os
 import statistics
 
 from .convergence import aucc, time_to_target
+from .intervals import INTERVAL, PLUS_MINUS, describe_interval, describe_sign, ratio_words, sign_test, t_interval
 from .metrics import format_value
 from .run_folder import CONVERGENCE_FILE, RESULTS_FILE, read_run_file
 from .sweep import Cell, SweepConfig, cells, lane_reference, reference_model, split_model
@@ -46,7 +47,7 @@ def load_runs(config: SweepConfig) -> dict[Cell, dict]:
     """Every finished run: ``{cell: {"results": ..., "convergence": ...}}``."""
     runs = {}
     for cell in cells(config):
-        run_dir = os.path.join(config.output_dir, cell.name)
+        run_dir = os.path.join(config.record_dir, cell.name)
         try:
             results, convergence = read_run_file(run_dir, RESULTS_FILE), read_run_file(run_dir, CONVERGENCE_FILE)
         except FileNotFoundError:
@@ -86,7 +87,7 @@ def _group_row(config: SweepConfig, model: str, n: int, members: dict[int, dict]
         "stopped_by": sorted({m["stopped_by"] or "unknown" for m in members.values()}),
         "trainable_parameters": results["parameters"]["trainable"],
         "total_parameters": results["parameters"]["total"],
-        "runs": sorted(os.path.join(config.output_dir, m["cell"].name) for m in members.values()),
+        "runs": sorted(os.path.join(config.record_dir, m["cell"].name) for m in members.values()),
     }
     # The run's names (convergence.json's summary), averaged over seeds: one name from the run files to the table.
     for key in (
@@ -170,16 +171,18 @@ def _paired(members: dict[int, dict], reference: dict[int, dict], runs: dict) ->
         return a / b if a is not None and b else None
 
     faster = [m["time_to_peak_seconds"] < r["time_to_peak_seconds"] for m, r in pairs]
-    to_target = {  # seeds where both reached the target; a target one of them missed is not a ratio
-        target: _mean_std(
-            [
-                ratio(m["to_target"][target]["train_seconds"], r["to_target"][target]["train_seconds"])
-                for m, r in pairs
-                if m["to_target"][target] and r["to_target"][target]
-            ]
-        )
+    target_ratios = {  # seeds where both reached the target; a target one of them missed is not a ratio
+        target: [
+            ratio(m["to_target"][target]["train_seconds"], r["to_target"][target]["train_seconds"])
+            for m, r in pairs
+            if m["to_target"][target] and r["to_target"][target]
+        ]
         for target in (pairs[0][0]["to_target"] if pairs else {})
     }
+    to_target = {target: _mean_std(values) for target, values in target_ratios.items()}
+    peak_ratios = [ratio(m["time_to_peak_seconds"], r["time_to_peak_seconds"]) for m, r in pairs]
+    intervals = {"time to max": _interval_entry(peak_ratios)}
+    intervals.update({f"time to {target}": _interval_entry(values) for target, values in target_ratios.items()})
     pairings = {
         seed: pairing(runs[members[seed]["cell"]]["results"], runs[reference[seed]["cell"]]["results"])
         for seed in seeds
@@ -198,6 +201,20 @@ def _paired(members: dict[int, dict], reference: dict[int, dict], runs: dict) ->
         "peak_bleu_difference": _mean_std([m["peak_bleu"] - r["peak_bleu"] for m, r in pairs]),
         "seeds_faster_to_peak": f"{sum(faster)}/{len(pairs)}",
         "time_to_target_ratio": to_target,
+        "ratio_intervals": intervals,
+    }
+
+
+def _interval_entry(ratios: list) -> dict:
+    """One paired time ratio over seeds: n, mean, its 95% t interval, seeds below 1 and the sign test's p."""
+    values = [v for v in ratios if v is not None]
+    faster = sum(v < 1 for v in values)
+    return {
+        "seeds": len(values),
+        "mean": statistics.fmean(values) if values else None,
+        "interval_95": t_interval(values),
+        "seeds_faster": faster,
+        "sign_test_p": sign_test(faster, len(values)),
     }
 
 
@@ -314,7 +331,8 @@ def backskip_table(comparison: dict) -> list[str]:
     lines = [
         "",
         "Backskipping beside its exact twin (the same reservoirs with every backward computed), same N and seed, "
-        "mean ± std over seeds. Skipped: the share of the reservoirs' training forwards whose backward was skipped. "
+        f"mean ± sd over seeds ({PLUS_MINUS}). Skipped: the share of the reservoirs' training forwards whose "
+        "backward was skipped. "
         "Learned while skipping: BLEU minus the twin's at the evaluations both have after the backskip warm-up, and "
         "the BLEU each gained from the first to the last of those evaluations. Paired in one lane: seeds whose "
         "two runs took turns in one lane, from the runs' recorded lane history; an unpaired s/step ratio also "
@@ -344,6 +362,8 @@ def backskip_table(comparison: dict) -> list[str]:
 def markdown_tables(summary: dict, targets: dict, reference: str, sharing: str = "lanes") -> str:
     """Table 1 (with steps and seconds per step), time to targets, and the paired comparison."""
     lines = [
+        f"Per model and N, mean ± sd over its seeds ({PLUS_MINUS}).",
+        "",
         "| model | updatable layers | reservoir layers | encoder | max valid BLEU | time to max (s) | ratio to "
         f"{reference} (paired) | steps to max | s/step | AUCC (BLEU, /T̂) | time per epoch (s) | trainable (total) "
         "parameters | test BLEU at best checkpoint | stopped by | seeds |",
@@ -361,10 +381,32 @@ def markdown_tables(summary: dict, targets: dict, reference: str, sharing: str =
             f"{_pm(row['seconds_per_epoch'], 0)} | {row['trainable_parameters']:,} ({row['total_parameters']:,}) | "
             f"{_pm(row['test_bleu'])} | {', '.join(row['stopped_by'])} | {row['seeds']} |"
         )
-    return (
-        "\n".join(lines + _target_tables(summary, targets, reference) + _paired_table(summary, reference, sharing))
-        + "\n"
-    )
+    tables = lines + _target_tables(summary, targets, reference) + _paired_table(summary, reference, sharing)
+    return "\n".join(tables + _interval_table(summary, reference)) + "\n"
+
+
+def _interval_table(summary: dict, reference: str) -> list[str]:
+    """Per model and measure: the paired ratio's mean, 95% interval and sign test, and words that match them."""
+    lines = [
+        "",
+        f"How sure: each paired time ratio (model / {reference}, same N and seed) over its seeds. {INTERVAL}. "
+        "Seeds faster: seeds whose ratio is below 1, with the one-sided sign-test p of the larger side. "
+        "Reads as: faster or slower only where the interval excludes 1.",
+        "",
+        "| model | N | measure | seeds | ratio (mean) | 95% interval | seeds faster (sign test) | reads as |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary.values():
+        for measure, entry in (row.get("paired") or {}).get("ratio_intervals", {}).items():
+            if not entry["seeds"]:
+                continue
+            interval = entry["interval_95"]
+            lines.append(
+                f"| {row['model']} | {row['updatable_layers']} | {measure} | {entry['seeds']} | {entry['mean']:.2f} | "
+                f"{describe_interval(interval)} | {describe_sign(entry['seeds_faster'], entry['seeds'])} | "
+                f"{ratio_words(interval, entry['seeds'])} |"
+            )
+    return lines
 
 
 def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
@@ -404,8 +446,8 @@ def _paired_table(summary: dict, reference: str, sharing: str = "lanes") -> list
     )
     lines = [
         "",
-        f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± std over "
-        f"seeds. Paired in one lane: seeds whose two runs {shared}, read from the "
+        f"Paired with {reference} (same N and seed): model / {reference} and model - {reference}, mean ± sd over "
+        f"seeds ({PLUS_MINUS}). Paired in one lane: seeds whose two runs {shared}, read from the "
         "runs' recorded lane history (a ratio of unpaired runs also measures the machine's drift).",
         "",
         "| model | N | seeds | paired in one lane | time to max, ratio | time to max, difference (s) | seeds faster "
@@ -437,7 +479,7 @@ def check_report_dir(config: SweepConfig, report_dir: str) -> None:
             existing = json.load(handle)
     except (FileNotFoundError, json.JSONDecodeError):
         return
-    ours = {os.path.normpath(os.path.join(config.output_dir, cell.name)) for cell in cells(config)}
+    ours = {os.path.normpath(os.path.join(config.record_dir, cell.name)) for cell in cells(config)}
     rows = existing.get("rows", {}) if isinstance(existing, dict) else {}
     theirs = [run for row in rows.values() for run in row.get("runs", []) if os.path.normpath(run) not in ours]
     if theirs:
@@ -454,24 +496,72 @@ def build_report(config: SweepConfig, report_dir: str) -> str:
     check_report_dir(config, report_dir)
     runs = load_runs(config)
     if not runs:
-        raise ValueError(f"No finished runs under {config.output_dir}; run the sweep first.")
+        raise ValueError(f"No finished runs under {config.record_dir}; run the sweep first.")
     os.makedirs(report_dir, exist_ok=True)
     summary, targets = summarise(config, runs)
     table = markdown_tables(summary, targets, reference_model(config), config.sharing)
     backskip = backskip_comparison(config, runs)
     if backskip:  # a grid without backskipping keeps its report as it was
         table += "\n".join(backskip_table(backskip)) + "\n"
+    resumed = resumed_runs(runs)
+    if resumed:  # a grid whose runs never resumed keeps its report as it was
+        table += "\n".join(resumed_table(resumed)) + "\n"
     with open(os.path.join(report_dir, "table.md"), "w", encoding="utf-8") as handle:
         handle.write(table)
     with open(os.path.join(report_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(
-            {"rows": summary, "targets": targets, **({"backskip": backskip} if backskip else {})}, handle, indent=2
+            {
+                "rows": summary,
+                "targets": targets,
+                **({"backskip": backskip} if backskip else {}),
+                **({"resumed": resumed} if resumed else {}),
+            },
+            handle,
+            indent=2,
         )
     for axis, name in (("seconds", "time"), ("steps", "steps")):
         plot_mean_curves(config, runs, os.path.join(report_dir, f"bleu_vs_{name}.png"), axis)
     _plot_aucc(summary, os.path.join(report_dir, "aucc_vs_layers.png"))
     _plot_paired_ratios(summary, os.path.join(report_dir, "paired_ratio_vs_layers.png"), reference_model(config))
     return table
+
+
+def resumed_runs(runs: dict[Cell, dict]) -> dict[str, list[dict]]:
+    """The runs that trained in more than one process (a resume after an interruption): for each, where every
+    later process took over (its step and clock, the UTC time and the lane it resumed in)."""
+    import time
+
+    resumed = {}
+    for cell, run in sorted(runs.items(), key=lambda item: item[0].name):
+        history = run["results"].get("history") or []
+        if len(history) > 1:
+            resumed[cell.name] = [
+                {
+                    "from_step": part["from_step"],
+                    "clock_seconds": round(part["clock"], 1),
+                    "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(part["started"])),
+                    "lane": os.path.basename(part.get("lane") or "") or None,
+                }
+                for part in history[1:]
+            ]
+    return resumed
+
+
+def resumed_table(resumed: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "",
+        "Resumed runs: a run cut short (e.g. by the machine's end) resumed from its last checkpoint, in its lane; "
+        "the steps after that checkpoint were trained again and their time is off the clock.",
+        "",
+        "| run | resumed at step (training s), UTC, lane |",
+        "|---|---|",
+    ]
+    for name, parts in resumed.items():
+        where = "; ".join(
+            f"{p['from_step']} ({p['clock_seconds']:.0f} s), {p['utc']}, {p['lane'] or 'no lane'}" for p in parts
+        )
+        lines.append(f"| {name} | {where} |")
+    return lines
 
 
 def mean_curve(curves: list[list[tuple[float, float]]], grid: list[float]) -> tuple[list[float], list[float]]:

@@ -31,6 +31,7 @@ from .hub import check_hub_token, push_model
 from .inference import longest_first, write_scoring_settings
 from .model_card import corpus_stats, describe_hardware, training_facts, write_model_card
 from .modeling_reservoir import ReservoirMarianMTModel
+from .recipe import build_recipe, check_resume_recipe, record_recipe
 from .run_folder import CORPUS_STATS_FILE, MODEL_DIR, RESULTS_FILE, write_run_file
 from .trainer import (
     BackskipStepCallback,
@@ -65,6 +66,7 @@ def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: 
         corpus["validation"] = corpus["validation"].select(
             range(min(data_args.max_eval_samples, len(corpus["validation"])))
         )
+    record_run_splits(stats, corpus, data_args)
     tokenizer_path, train = resolve_tokenizer(data_args, model_name_or_path, output_dir)
     if train:
         train_marian_tokenizer(
@@ -76,6 +78,25 @@ def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: 
         )
     tokenizer = load_tokenizer(tokenizer_path)
     return corpus, tokenizer, stats
+
+
+def record_run_splits(stats: dict, corpus, data_args: DataArguments) -> None:
+    """Beside the corpus's split sizes (``corpus_splits``), the pairs this run uses (``run_splits``) and how its
+    training pairs were chosen (``train_pairs``), so that a run on a draw of the corpus says so."""
+    stats["run_splits"] = {split: len(corpus[split]) for split in corpus}
+    if data_args.max_train_samples is None:
+        how = "all"
+    elif data_args.train_sample_seed is None:
+        how = f"the first {stats['run_splits']['train']}"
+    else:
+        how = f"{stats['run_splits']['train']} drawn at random with seed {data_args.train_sample_seed}"
+    stats["train_pairs"] = {
+        "used": stats["run_splits"]["train"],
+        "of": stats.get("corpus_splits", {}).get("train"),
+        "how": how,
+        "max_train_samples": data_args.max_train_samples,
+        "train_sample_seed": data_args.train_sample_seed,
+    }
 
 
 def build_model(model_args: ModelArguments, config: ReservoirMarianConfig, tokenizer) -> ReservoirMarianMTModel:
@@ -281,9 +302,19 @@ def run_training(
     )
     sharing = sharing_callbacks(convergence_args, clock)
     resume = resolve_resume(training_args)
+    recipe = build_recipe(model_args, config, data_args, training_args, convergence_args)
+    # Before anything is written: a resume that would mix two recipes is refused with the run folder untouched.
+    changes = (
+        check_resume_recipe(training_args.output_dir, resume, recipe, data_args.allow_recipe_change) if resume else []
+    )
+    if changes:
+        clock.part_notes["recipe_changes"] = changes
     push = check_push_to_hub(training_args)
     if training_args.process_index == 0:
         check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
+        recipe_record = record_recipe(training_args.output_dir, recipe, changes)
+    else:
+        recipe_record = {"recipe": recipe, "changes": changes}
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="corpus and tokenizer"):  # other ranks reuse rank 0's files
         corpus, tokenizer, data_stats = prepare_data(
@@ -306,6 +337,7 @@ def run_training(
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     report = run_report(clock, model, trainer, train_output, sharing, data_args, data_stats, cooldown)
+    report["recipe"] = recipe_record
     report.update(final_scores(trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test))
     final_dir = save_outputs(trainer, tokenizer, report, training_args, push, data_args)
     if trainer.is_world_process_zero():

@@ -1,4 +1,5 @@
 import os
+import random
 import socket
 
 # Nothing in the test suite may reach the Hub. huggingface_hub reads these once, when it is first imported, so they
@@ -177,3 +178,21 @@ def save_tiny_model_with_tokenizer(folder, german: list[str], vocab_size: int = 
     torch.manual_seed(0)
     ReservoirMarianMTModel(config).save_pretrained(folder)
     return tokenizer
+
+
+SYLLABLES = "ba ke lo mi nu ra se ti vo we za ch sch ei au".split()
+# 400 made-up German words and their "translations" (reversed): enough text for a 300-piece tokenizer.
+WORDS_DE = sorted({"".join(random.Random(i).choices(SYLLABLES, k=3)) for i in range(400)})
+WORDS_EN = [word[::-1] for word in WORDS_DE]
+
+
+@pytest.fixture(scope="session")
+def text_corpus(tmp_path_factory):
+    """A parallel text corpus of 400 / 20 / 20 word-for-word pairs: enough for a tokenizer and a few steps."""
+    folder = tmp_path_factory.mktemp("text")
+    rng = random.Random(0)
+    for split, count in (("train", 400), ("dev", 20), ("test", 20)):
+        rows = [[rng.randrange(len(WORDS_DE)) for _ in range(rng.randint(3, 9))] for _ in range(count)]
+        (folder / f"{split}.de").write_text("".join(" ".join(WORDS_DE[i] for i in r) + "\n" for r in rows), "utf-8")
+        (folder / f"{split}.en").write_text("".join(" ".join(WORDS_EN[i] for i in r) + "\n" for r in rows), "utf-8")
+    return folder

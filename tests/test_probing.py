@@ -92,3 +92,17 @@ def test_bad_input_is_one_error_line(corpus_and_model, tmp_path, capsys):
     ReservoirMarianMTModel(tiny_config()).save_pretrained(no_tokenizer)
     assert "the tokenizer" in run_cli(["probe", str(no_tokenizer), *out], capsys)
     assert "unknown probing task(s) ['syntax']" in run_cli(["probe", str(folder), *out, "--tasks", "syntax"], capsys)
+
+
+def test_probe_without_tasks_runs_what_the_data_supports_and_names_what_it_skipped(corpus_and_model, tmp_path, capsys):
+    corpus, folder, _ = corpus_and_model  # plain text: no per-pair source
+    out = tmp_path / "probing"
+    capsys.readouterr()
+    assert main(["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]) == 0
+    skipped = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Skipped")]
+    assert len(skipped) == 1 and "'source'" in skipped[0] and "records no source" in skipped[0]
+    report = json.loads((out / "probe.json").read_text())
+    assert "source" not in report["tasks"] and "length" in report["tasks"] and "source" in report["skipped_tasks"]
+    # Asked for explicitly, the task the data cannot support stays an error.
+    argv = ["probe", str(folder), "--output_dir", str(tmp_path / "o"), "--data_path", str(corpus), "--tasks", "source"]
+    assert "needs a corpus that records each pair's source" in run_cli(argv, capsys)

@@ -338,7 +338,7 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
     assert report["final_num_beams"] == 3 and report["training"]["evaluation_num_beams"] == 1
     by_source = report["test_by_source"]  # computed only when check_dataset_order accepts the predictions
     assert set(by_source) == {"help", "ui", "ding"}
-    assert sum(s["pairs"] for s in by_source.values()) == report["data"]["splits"]["test"]
+    assert sum(s["pairs"] for s in by_source.values()) == report["data"]["run_splits"]["test"]
     evaluations = json.loads((tmp_path / "run" / "convergence.json").read_text())["evaluations"]
     assert [e["step"] for e in evaluations] == [100, 200, 300]
     assert max(e["bleu"] for e in evaluations[1:]) > evaluations[0]["bleu"]
@@ -362,7 +362,7 @@ def test_end_to_end_training_improves_bleu_and_reloads(corpus_dir, tokenizer_dir
     argv = ["evaluate", report["model_dir"], "--data_path", str(corpus_dir), "--split", "test", "--output_dir"]
     assert cli_main([*argv, str(out)]) == 0
     scored = json.loads((out / "results.json").read_text())
-    assert scored["num_beams"] == 3 and scored["pairs"] == report["data"]["splits"]["test"]
+    assert scored["num_beams"] == 3 and scored["pairs"] == report["data"]["run_splits"]["test"]
     recorded = (scored["max_source_length"], scored["max_target_length"], scored["batch_size"])
     assert recorded == (48, 48, training_args.per_device_eval_batch_size)
     assert scored["bleu"] == pytest.approx(report["test"]["bleu"], abs=1e-6)
