@@ -55,7 +55,12 @@ def describe_interval(interval: tuple[float, float] | None, digits: int = 2) -> 
     """``[a, b]``, or ``n/a`` without one."""
     if interval is None:
         return "n/a"
-    return f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+    def bound(value: float) -> str:  # a bound that rounds to 1 gets one more digit: which side of 1 it lies on
+        text = f"{value:.{digits}f}"
+        return f"{value:.{digits + 1}f}" if float(text) == 1 and value != 1 else text
+
+    return f"[{bound(interval[0])}, {bound(interval[1])}]"
 
 
 def ratio_words(interval: tuple[float, float] | None, n: int, lower_is_faster: bool = True) -> str:

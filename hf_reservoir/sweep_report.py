@@ -288,6 +288,11 @@ def backskip_comparison(config: SweepConfig, runs: dict[Cell, dict]) -> dict:
                 "paired_in_lane": _pairing_text(pairings),
                 "lane_references": list(references),
                 **{key: _mean_std([p[key] for p in per_seed]) for key in per_seed[0]},
+                "skipped_range": _range([p["skipped_fraction"] for p in per_seed]),
+                "skipped_after_warmup_range": _range([p["skipped_after_warmup_fraction"] for p in per_seed]),
+                "seconds_per_step_ratio_through_lanes_interval_95": t_interval(
+                    [p["seconds_per_step_ratio_through_lanes"] for p in per_seed]
+                ),
             }
     return comparison
 
@@ -310,6 +315,11 @@ def _backskip_seed(own: dict, twin: dict, warmup: int, own_reference: dict | Non
     direct = step_costs[0] / step_costs[1] if all(step_costs[:2]) else None
     return {
         "skipped_fraction": skipped / (skipped + exact) if skipped is not None and skipped + exact else None,
+        # After the warm-up, where skipping is allowed: every reservoir forward of the warm-up's steps was exact (one
+        # forward per reservoir per step: the series trains without gradient accumulation).
+        "skipped_after_warmup_fraction": _after_warmup(
+            skipped, exact, warmup * own["results"]["encoder_layout"].count("R")
+        ),
         "seconds_per_step_ratio": direct,
         "steps_to_peak": mine["step_at_peak"],
         "exact_steps_to_peak": theirs["step_at_peak"],
@@ -325,6 +335,17 @@ def _backskip_seed(own: dict, twin: dict, warmup: int, own_reference: dict | Non
     }
 
 
+def _range(values: list) -> list[float] | None:
+    values = [v for v in values if v is not None]
+    return [min(values), max(values)] if values else None
+
+
+def _after_warmup(skipped: int | None, exact: int | None, warmup_forwards: int) -> float | None:
+    if skipped is None or exact is None or skipped + exact - warmup_forwards <= 0:
+        return None
+    return skipped / (skipped + exact - warmup_forwards)
+
+
 def backskip_table(comparison: dict) -> list[str]:
     if not comparison:
         return []
@@ -332,25 +353,37 @@ def backskip_table(comparison: dict) -> list[str]:
         "",
         "Backskipping beside its exact twin (the same reservoirs with every backward computed), same N and seed, "
         f"mean ± sd over seeds ({PLUS_MINUS}). Skipped: the share of the reservoirs' training forwards whose "
-        "backward was skipped. "
+        "backward was skipped, over the whole run and after the backskip warm-up (when skipping is allowed), with "
+        "the seeds' range. s/step ratio through each lane's reference: with its 95% interval over seeds "
+        "(Student's t). "
         "Learned while skipping: BLEU minus the twin's at the evaluations both have after the backskip warm-up, and "
         "the BLEU each gained from the first to the last of those evaluations. Paired in one lane: seeds whose "
         "two runs took turns in one lane, from the runs' recorded lane history; an unpaired s/step ratio also "
         "measures how the lanes' cores differed, and the column after it divides that out: each model's s/step "
         "ratio to its own lane's reference copy (paired), the model's over the exact twin's.",
         "",
-        "| model | N | seeds | paired in one lane | skipped | s/step, ratio to exact | s/step ratio to exact, "
+        "| model | N | seeds | paired in one lane | skipped, whole run [range] | skipped after warm-up [range] | "
+        "s/step, ratio to exact | s/step ratio to exact, "
         "through each lane's reference | steps to max (exact) | max BLEU, difference | "
         "BLEU difference at equal steps | BLEU gained after warm-up (exact) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison.values():
         through = _pm(row["seconds_per_step_ratio_through_lanes"], 3)
+        if through != "n/a":
+            through += f" {describe_interval(row['seconds_per_step_ratio_through_lanes_interval_95'], 3)}"
         if through != "n/a" and row["lane_references"][0] != row["lane_references"][1]:
             through += f" (via {' / '.join(row['lane_references'])})"
+        skipped = [
+            f"{_pm(row[key])} {describe_interval(row[span])}" if row[span] else _pm(row[key])
+            for key, span in (
+                ("skipped_fraction", "skipped_range"),
+                ("skipped_after_warmup_fraction", "skipped_after_warmup_range"),
+            )
+        ]
         lines.append(
             f"| {row['model']} | {row['updatable_layers']} | {row['seeds']} | {row['paired_in_lane']} | "
-            f"{_pm(row['skipped_fraction'])} | {_pm(row['seconds_per_step_ratio'], 3)} | {through} | "
+            f"{skipped[0]} | {skipped[1]} | {_pm(row['seconds_per_step_ratio'], 3)} | {through} | "
             f"{_pm(row['steps_to_peak'], 0)} "
             f"({_pm(row['exact_steps_to_peak'], 0)}) | {_pm(row['peak_bleu_difference'])} | "
             f"{_pm(row['bleu_difference_at_equal_steps'])} | {_pm(row['bleu_gain_after_warmup'])} "
