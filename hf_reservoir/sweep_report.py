@@ -370,7 +370,7 @@ def backskip_table(comparison: dict) -> list[str]:
     ]
     for row in comparison.values():
         through = _pm(row["seconds_per_step_ratio_through_lanes"], 3)
-        if through != "n/a":
+        if through != "n/a" and row["seconds_per_step_ratio_through_lanes_interval_95"]:
             through += f" {describe_interval(row['seconds_per_step_ratio_through_lanes_interval_95'], 3)}"
         if through != "n/a" and row["lane_references"][0] != row["lane_references"][1]:
             through += f" (via {' / '.join(row['lane_references'])})"

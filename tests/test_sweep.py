@@ -309,7 +309,8 @@ def test_the_backskip_table_compares_each_backskip_run_with_its_exact_twin():
     )
     exact = _fake_run("transformer", 1, 300.0, lane="a")
     learned = _fake_run("transformer-learned", 1, 240.0, lane="a")  # 0.8x the seconds per step
-    learned["results"]["backskip"] = {"mode": "learned", "warmup_steps": 100, "skipped": 30, "exact": 10}
+    # 400 forwards of its one reservoir, the first 100 (the warm-up) exact: 300 of the other 300 skipped.
+    learned["results"]["backskip"] = {"mode": "learned", "warmup_steps": 100, "skipped": 300, "exact": 100}
     for evaluation in learned["convergence"]["evaluations"]:
         evaluation["bleu"] -= 1.0 if evaluation["step"] > 100 else 0.0  # one BLEU behind once skipping starts
     runs = {Cell("transformer", 2, 1): exact, Cell("transformer-learned", 2, 1): learned}
@@ -317,12 +318,16 @@ def test_the_backskip_table_compares_each_backskip_run_with_its_exact_twin():
     row = backskip_comparison(config, runs)["transformer-learned/N2"]
     assert row["exact_model"] == "transformer" and row["seeds"] == 1
     assert row["skipped_fraction"][0] == pytest.approx(0.75)
+    assert row["skipped_after_warmup_fraction"][0] == pytest.approx(1.0)
     assert row["seconds_per_step_ratio"][0] == pytest.approx(0.8)
     assert row["bleu_difference_at_equal_steps"][0] == pytest.approx(-1.0)  # steps 200 and 300 only
     assert row["bleu_gain_after_warmup"][0] == pytest.approx(-1.0) and row["exact_bleu_gain_after_warmup"][0] == -1.0
     assert row["paired_in_lane"] == "1/1" and row["seconds_per_step_ratio_through_lanes"][0] == pytest.approx(0.8)
     table = "\n".join(backskip_table({"r": row}))
-    assert "| transformer-learned | 2 | 1 | 1/1 | 0.75 ± 0.00 | 0.800 ± 0.000 | 0.800 ± 0.000 |" in table
+    row_text = (
+        "| transformer-learned | 2 | 1 | 1/1 | 0.75 ± 0.00 [0.75, 0.75] | 1.00 ± 0.00 [1.00, 1.00] | 0.800 ± 0.000 |"
+    )
+    assert row_text + " 0.800 ± 0.000 |" in table
     assert backskip_comparison(dataclasses.replace(config, models=["regular", "transformer"]), runs) == {}
 
 
