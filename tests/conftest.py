@@ -196,3 +196,33 @@ def text_corpus(tmp_path_factory):
         (folder / f"{split}.de").write_text("".join(" ".join(WORDS_DE[i] for i in r) + "\n" for r in rows), "utf-8")
         (folder / f"{split}.en").write_text("".join(" ".join(WORDS_EN[i] for i in r) + "\n" for r in rows), "utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer_dir(text_corpus, tmp_path_factory):
+    """A 300-piece MarianTokenizer trained on :func:`text_corpus`: for tests that need a real tokenizer but not the
+    real corpus (the quick loop, ``-m "not slow"``, builds no corpus)."""
+    from hf_reservoir.data import load_parallel_corpus
+    from hf_reservoir.tokenization import train_marian_tokenizer
+
+    path = tmp_path_factory.mktemp("text_tokenizer")
+    train_marian_tokenizer(load_parallel_corpus(str(text_corpus))["train"], "de", "en", str(path), vocab_size=300)
+    return path
+
+
+REAL_CORPUS_FIXTURES = ("corpus_dir", "tokenizer_dir")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quick loop (``-m "not slow"``) builds no corpus and downloads nothing: a test that uses the real corpus
+    (built from Debian packages) must carry the slow mark, or the whole run stops here naming it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if set(REAL_CORPUS_FIXTURES) & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow")
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{', '.join(unmarked)} use the real corpus ({' or '.join(REAL_CORPUS_FIXTURES)}) without the slow mark; "
+            "mark them @pytest.mark.slow, or use the text_corpus / text_tokenizer_dir fixtures."
+        )

@@ -90,7 +90,7 @@ def test_recipe_speed_benchmark_runs_on_real_batches(corpus_dir, tokenizer_dir, 
     assert "| 1 decoder layer |" in (tmp_path / "smoke.md").read_text()
 
 
-def test_host_overhead_benchmark_times_every_loop(tmp_path):
+def test_host_overhead_benchmark_times_every_loop(tmp_path, capsys):
     from hf_reservoir.benchmarks.host_overhead import ARMS
     from hf_reservoir.benchmarks.host_overhead import main as host_overhead
 
@@ -99,5 +99,10 @@ def test_host_overhead_benchmark_times_every_loop(tmp_path):
     assert all(len(row["repeats_ms"]) == 2 and min(row["repeats_ms"]) > 0 for row in report["arms"].values())
     assert report["arms"]["raw"]["overhead_ms_vs_raw"] == 0 and report["arms"]["raw"]["ratio_to_raw"] == 1
     assert "| raw + DataLoader |" in (tmp_path / "host_overhead_cpu.md").read_text()
-    with pytest.raises(SystemExit):
-        host_overhead(["--steps", "2"])  # the time per step needs at least 3 step begins
+    # The time per step needs at least 3 step begins: refused before any work, with its reason, and nothing written
+    # (a guard that let it through would write its report: here into a scratch folder, not over a committed file).
+    refused = tmp_path / "refused"
+    with pytest.raises(SystemExit) as exit_:
+        host_overhead(["--steps", "2", "--output-dir", str(refused)])
+    assert exit_.value.code == 2 and not refused.exists()
+    assert "--steps 2: at least 3" in capsys.readouterr().err

@@ -15,10 +15,15 @@ SUBCOMMANDS = ["train", *COMMANDS]
 
 
 def test_help_lists_every_subcommand():
+    """The top-level help's list of commands (argparse's ``{a,b,...}``) is exactly the commands the CLI has."""
+    import re
+
     done = subprocess.run([sys.executable, "-m", "hf_reservoir.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    for name in ("prepare", "train", "sweep", "evaluate", "translate", "bench", "push"):
-        assert name in done.stdout
+    listed = re.search(r"\{([a-z,-]+)\}", done.stdout)
+    assert listed, done.stdout
+    expected = {"prepare", "train", "sweep", "evaluate", "translate", "bench", "push", "probe", "slow-starts"}
+    assert set(listed.group(1).split(",")) == expected == set(SUBCOMMANDS)
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)

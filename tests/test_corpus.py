@@ -136,7 +136,6 @@ def test_existing_corpus_is_not_overwritten(tmp_path):
         corpus_module.build_corpus(str(tmp_path))
 
 
-@pytest.mark.slow
 def test_runs_that_start_together_build_the_corpus_once(tmp_path, monkeypatch):
     """Four runs that find no corpus at once: one builds it, the others wait for it and build nothing."""
     import threading
@@ -164,6 +163,7 @@ def test_runs_that_start_together_build_the_corpus_once(tmp_path, monkeypatch):
     assert calls == [target] and sorted(built) == [False, False, False, True]
 
 
+@pytest.mark.slow
 def test_real_corpus_build(corpus_dir, tmp_path):
     from datasets import load_from_disk
 

@@ -193,7 +193,7 @@ def test_token_batch_sampler():
         TokenBatchSampler(lengths, max_tokens=20)
 
 
-def test_length_buckets_batch_every_pair_once_in_fixed_shapes(tokenizer_dir):
+def test_length_buckets_batch_every_pair_once_in_fixed_shapes(text_tokenizer_dir):
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
@@ -201,7 +201,7 @@ def test_length_buckets_batch_every_pair_once_in_fixed_shapes(tokenizer_dir):
     from hf_reservoir.tokenization import load_tokenizer
     from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
 
-    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenizer = load_tokenizer(str(text_tokenizer_dir))
     rng = random.Random(0)
     pairs = [(rng.randint(1, 30), rng.randint(1, 30)) for _ in range(203)]
     data = Dataset.from_dict(
@@ -235,14 +235,14 @@ def test_length_buckets_batch_every_pair_once_in_fixed_shapes(tokenizer_dir):
     assert sorted(sources) == sorted(tuple(ids) for ids in data["input_ids"])  # every pair once, none cut
 
 
-def test_bucket_padding_changes_neither_the_loss_nor_the_gradients(tokenizer_dir):
+def test_bucket_padding_changes_neither_the_loss_nor_the_gradients(text_tokenizer_dir):
     from transformers import DataCollatorForSeq2Seq
 
     from hf_reservoir import ReservoirMarianMTModel
     from hf_reservoir.data import BucketPadding
     from hf_reservoir.tokenization import load_tokenizer
 
-    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenizer = load_tokenizer(str(text_tokenizer_dir))
     pad = tokenizer.pad_token_id
     torch.manual_seed(0)
     config = tiny_config(
@@ -558,8 +558,13 @@ def test_the_reservoir_flags_are_derived_from_the_config():
     flags = {f.name: f for f in fields(ModelArguments)}
     assert set(added) <= set(flags), set(added) - set(flags)
     docs = config_field_help()
+    # Checked against the docstring itself, not only against config_field_help (the function under test): each
+    # flag's help is the text of its own field's entry, which follows the entry's name.
+    docstring = " ".join((ReservoirMarianConfig.__doc__ or "").split())
     for name, config_field in added.items():
         assert flags[name].metadata["help"] == docs[name] and len(docs[name]) > 20, name
+        entry = docstring.index(f"{name} (`")
+        assert docstring.find(docs[name], entry) == docstring.index("): ", entry) + 3, name
         if name == "reservoir_type":  # None: not given, so the config's default applies
             assert flags[name].default is None
             assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_field.default
