@@ -22,7 +22,9 @@ The protocol is files in a lane folder, driven by :func:`run_lane` (the parent) 
 * ``<arm>.yield``: the arm finished a slice and waits; the parent passes the turn, then removes it.
 
 The parent hands out the first turn once every arm is ready (or has exited), and passes the turn
-when the holder yields or its process ends.
+when the holder yields or its process ends. While a ``pause`` file exists in the lane folder the parent hands the
+turn to no one at the next turn change, and every arm waits off its clock until the file is removed
+(``touch OUTPUT_DIR/lanes/*/pause`` makes room for other work on the cores without touching the comparison).
 
 **Concurrent lanes** (``lane_sharing concurrent``, the sweep's ``sharing: concurrent``) are for a GPU, where one
 run uses a fraction of the device (issue #25): the arms train at the same time, each on its own CPU cores
@@ -47,6 +49,11 @@ from transformers import TrainerCallback
 # 10-second slice).
 POLL_SECONDS = 0.02
 PARENT_POLL_SECONDS = 0.01
+# A file of this name in a lane folder pauses the lane at its next turn change: no arm gets the turn, every arm
+# waits off its clock, so other work can have the cores without the lane's clocks counting it; removing the file
+# hands the turn on. (Stopping the processes instead would leave the time of the stop on the clock of the arm that
+# held the turn.)
+PAUSE_FILE = "pause"
 
 
 def _read(path: str) -> str | None:
@@ -214,22 +221,30 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     caller empties the log of a run that starts over).
     """
     _clear(lane_dir)
-    turn_path = os.path.join(lane_dir, "turn")
+    turn_path, pause_path = os.path.join(lane_dir, "turn"), os.path.join(lane_dir, PAUSE_FILE)
     _write_atomic(turn_path, "")
     order = list(commands)
     holder = None
+    paused = False  # the turn is withheld (a pause file): the arms wait, off their clocks
 
     def step(alive, processes):
-        nonlocal holder
+        nonlocal holder, paused
         if holder is None:  # the first turn waits until every arm is built, so none trains during a build
             if all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
                 holder = alive[0]
+                _write_atomic(turn_path, holder)
+        elif paused:
+            if not os.path.exists(pause_path):
+                paused = False
+                if holder not in alive:
+                    holder = _next(order, holder, alive)
                 _write_atomic(turn_path, holder)
         else:
             yielded = os.path.join(lane_dir, f"{holder}.yield")
             if processes[holder].poll() is not None or os.path.exists(yielded):
                 holder = _next(order, holder, alive)
-                _write_atomic(turn_path, holder)
+                paused = os.path.exists(pause_path)  # a pause takes effect at a turn's end, never inside one
+                _write_atomic(turn_path, "" if paused else holder)
                 if os.path.exists(yielded):  # after the new turn is written: see TurnTakingCallback
                     os.remove(yielded)
 

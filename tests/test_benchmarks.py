@@ -88,6 +88,10 @@ def test_recipe_speed_benchmark_runs_on_real_batches(corpus_dir, tokenizer_dir, 
     first = next(iter(report["variants"].values()))
     assert first["step_time_ratio"] == 1.0 and first["pairs_per_second"] > 0
     assert "| 1 decoder layer |" in (tmp_path / "smoke.md").read_text()
+    # Precision and compilation rows are each compared with their fp32 eager twin, measured in the same repeats.
+    bf16 = report["variants"]["max_tokens 2000, d_model 256 (FFN 1024), bf16 autocast"]
+    assert bf16["twin"] == "max_tokens 2000, d_model 256 (FFN 1024)" and bf16["step_time_ratio_to_twin"] > 0
+    assert "step time vs its fp32 eager twin" in (tmp_path / "smoke.md").read_text()
 
 
 def test_host_overhead_benchmark_times_every_loop(tmp_path, capsys):

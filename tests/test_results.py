@@ -5,7 +5,10 @@ Tables and summaries are compared byte for byte; the plots are rebuilt but not c
 installed matplotlib).
 """
 
+import glob
+import json
 import os
+import re
 
 import pytest
 
@@ -53,3 +56,52 @@ def test_committed_slow_start_report_rebuilds_identically(config, folder, tmp_pa
     build_slow_start_report(os.path.join("results", config), str(tmp_path))
     for name in ("slow_starts.md", "slow_starts.json"):
         _same(os.path.join(ROOT, "results", folder, name), str(tmp_path / name))
+
+
+# A figure quoted in prose must be the generated one: every "mean [low, high]" interval quoted in the README, the
+# results record or a results folder's README must appear, all three numbers alike, in a generated table.
+QUOTED = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
+GENERATED = (
+    re.compile(r"\| (-?\d+\.\d+) \| \[(-?\d+\.\d+), (-?\d+\.\d+)\] \|"),  # the interval tables
+    re.compile(r"(-?\d+\.\d+) ± \d+\.\d+ \[(-?\d+\.\d+), (-?\d+\.\d+)\]"),  # the backskip table
+)
+PROSE = ["README.md", "docs/results.md", *sorted(glob.glob("results/**/README.md", root_dir=ROOT, recursive=True))]
+
+
+def _generated_intervals() -> set[tuple[str, str, str]]:
+    found = set()
+    for path in glob.glob(os.path.join(ROOT, "results", "**", "*.md"), recursive=True):
+        if os.path.basename(path) == "README.md":
+            continue
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        for pattern in GENERATED:
+            found.update(pattern.findall(text))
+    return found
+
+
+@pytest.mark.parametrize("document", PROSE)
+def test_every_quoted_interval_is_a_generated_one(document):
+    with open(os.path.join(ROOT, document), encoding="utf-8") as handle:
+        prose = " ".join(handle.read().split())
+    generated = _generated_intervals()
+    stray = [f"{m} [{a}, {b}]" for m, a, b in QUOTED.findall(prose) if (m, a, b) not in generated]
+    assert not stray, f"{document} quotes intervals that no generated table holds: {stray}"
+
+
+def test_the_readme_quotes_the_main_jobs_committed_figures():
+    with open(os.path.join(ROOT, "results", "demo", "results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    section = readme[readme.index("### What the main job measured") : readme.index("## The command line")]
+    conv = results["convergence"]
+    for figure in (
+        f"{results['validation']['bleu']:.2f}",
+        f"{results['validation']['chrf']:.2f}",
+        f"{results['test']['bleu']:.2f}",
+        f"{conv['peak_bleu']:.2f}",
+        f"{conv['train_seconds']:.0f} s",
+        f"{1 / conv['seconds_per_step']:.2f} steps/s",
+    ):
+        assert figure in section, f"the README's main-job table does not quote {figure} from results/demo/results.json"

@@ -131,3 +131,50 @@ def test_a_lane_cut_mid_way_resumes_as_the_uncut_lane(text_corpus, tmp_path):
     table = (tmp_path / "cut" / "table.md").read_text()
     assert "Resumed runs" in table and all(name in table.split("Resumed runs")[1] for name in NAMES)
     assert "Resumed runs" not in (tmp_path / "whole" / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_paused_lane_trains_no_arm_until_the_pause_is_lifted(text_corpus, tmp_path):
+    """``touch LANE/pause``: at the next turn change no arm gets the turn, and none trains (no turn interval meets
+    the pause) until the file is removed; then the lane finishes as usual."""
+    from hf_reservoir.sharing import PAUSE_FILE
+
+    sweep = _lane_sweep(str(tmp_path), text_corpus)
+    process = subprocess.Popen(
+        _sweep_command(sweep), cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    lane = os.path.join(tmp_path, "runs", "lanes", "N1-seed1")
+    turn = os.path.join(lane, "turn")
+    deadline = time.time() + 300
+
+    def read_turn() -> str:
+        try:
+            with open(turn, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    try:
+        while not any(os.path.isdir(os.path.join(tmp_path, "runs", n, "checkpoint-10")) for n in NAMES):
+            assert process.poll() is None and time.time() < deadline, "the lane ended or stalled"
+            time.sleep(0.05)
+        open(os.path.join(lane, PAUSE_FILE), "w").close()
+        while read_turn() != "":  # the pause takes effect at the next turn change
+            assert time.time() < deadline
+            time.sleep(0.02)
+        paused_at = time.time()
+        time.sleep(2.0)
+        assert read_turn() == "" and process.poll() is None
+        lifted_at = time.time()
+        os.remove(os.path.join(lane, PAUSE_FILE))
+        assert process.wait(timeout=300) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    runs = _run(str(tmp_path))
+    for name, run in runs.items():
+        assert run["convergence"]["summary"]["steps_trained"] == 40, name
+        for start, end in run["results"]["sharing"]["turn_intervals"]:
+            assert end <= paused_at or start >= lifted_at, (name, start, end, paused_at, lifted_at)
+    assert _alternate(runs)

@@ -23,6 +23,7 @@ from transformers import DataCollatorForSeq2Seq
 
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..data import TokenBatchSampler
+from ..intervals import describe_interval, t_interval
 from ..modeling_reservoir import ReservoirMarianMTModel
 
 BASE = dict(
@@ -41,7 +42,8 @@ BASE = dict(
     max_position_embeddings=256,
 )
 
-# name -> (model overrides, batching, optimizer)
+WIDE = {"d_model": 256, "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024}
+# name -> (model overrides, batching, optimizer[, precision "fp32" or "bf16" (CPU autocast), torch.compile])
 VARIANTS = {
     "96 pairs by source length (the earlier demo; 2 decoder layers, FFN 512, fused AdamW)": (
         {}, ("pairs", 96), "fused"
@@ -53,7 +55,21 @@ VARIANTS = {
     "1 decoder layer, FFN 256": (
         {"decoder_layers": 1, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256}, ("pairs", 96), "fused"
     ),
+    # Precision and compilation at the demo's batching, and at the full-corpus gate's width (d_model 256): each
+    # beside its fp32 eager twin (TWINS), since bf16 pays only on CPUs with AVX512-BF16 or AMX, and more at 256.
+    "max_tokens 2000, bf16 autocast": ({}, ("tokens", 2000), "fused", "bf16"),
+    "max_tokens 2000, torch.compile": ({}, ("tokens", 2000), "fused", "fp32", True),
+    "max_tokens 2000, torch.compile, bf16 autocast": ({}, ("tokens", 2000), "fused", "bf16", True),
+    "max_tokens 2000, d_model 256 (FFN 1024)": (WIDE, ("tokens", 2000), "fused"),
+    "max_tokens 2000, d_model 256 (FFN 1024), bf16 autocast": (WIDE, ("tokens", 2000), "fused", "bf16"),
 }  # fmt: skip
+# Each variant that changes only precision or compilation, beside the fp32 eager variant it is compared with.
+TWINS = {
+    "max_tokens 2000, bf16 autocast": "max_tokens 2000 instead of 96 pairs",
+    "max_tokens 2000, torch.compile": "max_tokens 2000 instead of 96 pairs",
+    "max_tokens 2000, torch.compile, bf16 autocast": "max_tokens 2000 instead of 96 pairs",
+    "max_tokens 2000, d_model 256 (FFN 1024), bf16 autocast": "max_tokens 2000, d_model 256 (FFN 1024)",
+}
 
 
 def encode(tokenizer, corpus, max_length: int) -> dict:
@@ -124,31 +140,41 @@ def measure(args) -> dict:
     variants = {name: VARIANTS[name] for name in VARIANTS if not args.only or name in args.only}
     setups = {}
     encoded = encode(tokenizer, corpus, 96)  # the demo's maximum lengths
-    for name, (overrides, batching, optimizer) in variants.items():
+    for name, (overrides, batching, optimizer, *how) in variants.items():
+        precision, compiled = (how + ["fp32", False][len(how) :])[:2]
         batches = real_batches(tokenizer, encoded, batching, args.steps, args.seed)
         model, opt = build(tokenizer, overrides, optimizer, args.tiny)
-        setups[name] = (model, opt, batches)
+        step_model = torch.compile(model) if compiled else model
+        setups[name] = (step_model, opt, batches, precision == "bf16")
     times: dict[str, list[float]] = {name: [] for name in setups}
-    for repeat in range(args.repeats + 1):  # the first round warms up
-        for name, (model, opt, batches) in setups.items():
+    for repeat in range(args.repeats + 1):  # the first round warms up (and compiles)
+        for name, (model, opt, batches, bf16) in setups.items():
             start = time.perf_counter()
             for batch in batches:
-                model(**batch).loss.backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = model(**batch).loss
+                loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             if repeat:
                 times[name].append((time.perf_counter() - start) / len(batches))
     base = next(iter(setups))
     rows = {}
-    for name, (_, _, batches) in setups.items():
+    for name, (_, _, batches, _) in setups.items():
         seconds = statistics.median(times[name])
         pairs = sum(len(b["input_ids"]) for b in batches) / len(batches)
         tokens = sum(b["input_ids"].numel() + b["labels"].numel() for b in batches) / len(batches)
         rows[name] = {"seconds_per_step": seconds, "pairs_per_second": pairs / seconds,
                       "padded_tokens_per_second": tokens / seconds}  # fmt: skip
-    for row in rows.values():
+    for name, row in rows.items():
         row["step_time_ratio"] = row["seconds_per_step"] / rows[base]["seconds_per_step"]
         row["pairs_per_second_ratio"] = row["pairs_per_second"] / rows[base]["pairs_per_second"]
+        twin = TWINS.get(name)
+        if twin in rows:  # the repeats are interleaved, so each repeat's ratio is paired: an interval over repeats
+            per_repeat = [mine / theirs for mine, theirs in zip(times[name], times[twin])]
+            row["twin"] = twin
+            row["step_time_ratio_to_twin"] = statistics.median(per_repeat)
+            row["step_time_ratio_to_twin_interval_95"] = t_interval(per_repeat)
     return rows
 
 
@@ -161,15 +187,26 @@ def markdown(report: dict) -> str:
         f"{report['steps']} real training batches per variant per repeat, median of {report['repeats']} interleaved "
         "repeats after one warm-up round. A step is forward, backward and the optimizer step.",
         "",
-        "| variant | s/step | step time vs 96 pairs | pairs/s | pairs/s vs 96 pairs | padded tokens/s |",
-        "|---|---|---|---|---|---|",
+        "| variant | s/step | step time vs 96 pairs | pairs/s | pairs/s vs 96 pairs | padded tokens/s | step time vs "
+        "its fp32 eager twin, median [95% interval over repeats] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in report["variants"].items():
+        twin = ""
+        if "twin" in row:
+            interval = describe_interval(row["step_time_ratio_to_twin_interval_95"], 3)
+            twin = f"{row['step_time_ratio_to_twin']:.3f} {interval}"
         lines.append(
             f"| {name} | {row['seconds_per_step']:.4f} | {row['step_time_ratio']:.3f} | "
             f"{row['pairs_per_second']:.0f} | {row['pairs_per_second_ratio']:.3f} | "
-            f"{row['padded_tokens_per_second']:.0f} |"
+            f"{row['padded_tokens_per_second']:.0f} | {twin} |"
         )
+    lines += [
+        "",
+        "Twin ratios: each repeat's step time over the twin's in the same repeat (interleaved, so paired); the median "
+        "and Student's t 95% interval of the mean over repeats. bf16 autocast pays only on CPUs with AVX512-BF16 or "
+        "AMX; torch.compile's first round (the compilation) is the warm-up round, not timed.",
+    ]
     return "\n".join(lines) + "\n"
 
 

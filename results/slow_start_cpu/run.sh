@@ -3,7 +3,7 @@
 # leading candidate (peak lr 2e-3) first, then the current recipe (5e-3). The first candidate (3e-3) stops at its
 # seed 1: at N = 4 its regular model learned no faster than at 5e-3 (0.7 BLEU at step 800 against 9.2 at 2e-3), so
 # it cannot be the series' recipe whatever its other seeds show.
-# Runs go one at a time per queue, seed by seed, so that a session that ends mid-queue leaves finished runs behind
+# Runs go one at a time per queue, seed by seed, so that a working stretch that ends mid-queue leaves finished runs behind
 # (steps, not seconds, are compared here: the lanes only pin one core per run). Finished runs are skipped; an
 # unfinished one starts again (from its last checkpoint if the machine still has it).
 # Run from the repository root: bash results/slow_start_cpu/run.sh [a|b ...]   (default: both queues, one per core;
