@@ -9,6 +9,8 @@ intervals and sign tests from here, so that a "95% interval" means the same thin
 * **sign test**: of n seeds, k favour the model; the one-sided p of at least that many (or at least that few)
   under "each seed is a coin flip", ``P(X >= max(k, n - k))`` for X ~ Binomial(n, 1/2). With 3 seeds the
   smallest possible p is 0.125, with 5 it is 0.031.
+* **a rate's interval**: of n runs, k had some property (a slow start); Clopper and Pearson's exact 95% interval
+  of the underlying rate (two-sided, 2.5% in each tail).
 * **±** in a report is the sample standard deviation over seeds (n − 1), not an interval; each report says so.
 """
 
@@ -79,3 +81,30 @@ def describe_sign(favourable: int, n: int, what: str = "faster") -> str:
     """``k/n faster (sign test p = 0.125)``."""
     p = sign_test(favourable, n)
     return f"{favourable}/{n} {what}" + ("" if p is None else f" (p = {p:.3g})")
+
+
+def _binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
+    """P(X >= k) if ``upper`` else P(X <= k), X ~ Binomial(n, p)."""
+    span = range(k, n + 1) if upper else range(0, k + 1)
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in span)
+
+
+def rate_interval(k: int, n: int) -> tuple[float, float] | None:
+    """Clopper-Pearson's exact 95% interval of a rate seen as ``k`` of ``n``; None for n = 0."""
+    if n <= 0:
+        return None
+
+    def solve(target, upper: bool) -> float:  # the p whose tail probability is 0.025 (the tail rises with p)
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            rising = _binomial_tail(k, n, mid, upper) if upper else 1 - _binomial_tail(k, n, mid, upper)
+            if rising < target:
+                low = mid
+            else:
+                high = mid
+        return (low + high) / 2
+
+    lower = 0.0 if k == 0 else solve(0.025, upper=True)
+    upper_bound = 1.0 if k == n else solve(0.975, upper=False)
+    return lower, upper_bound

@@ -33,6 +33,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from .intervals import describe_interval, rate_interval
 from .run_folder import CONVERGENCE_FILE, read_run_file
 
 RUN_NAME = re.compile(r"^(?P<model>.+)-N(?P<n>\d+)-seed(?P<seed>\d+)$")
@@ -214,8 +215,19 @@ def markdown(report: dict, config: SlowStartConfig) -> str:
                 f"| {recipe} | {group['updatable_layers']} | {group['model']} | {len(judged)} | {slow} | "
                 f"{'n/a' if median is None else f'{median:.2f}'} | {seeds} |"
             )
-    lines += ["", "| recipe | N | runs | slow starts |", "|---|---|---|---|"]
-    lines += [f"| {recipe} | {n} | {runs} | {slow} |" for (recipe, n), (slow, runs) in totals.items()]
+    lines += [
+        "",
+        "Per recipe and N: the share of runs that started slowly, with its 95% interval (Clopper-Pearson, exact).",
+        "",
+        "| recipe | N | runs | slow starts | slow-start rate [95% interval] |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {recipe} | {n} | {runs} | {slow} | "
+        + (f"{slow / runs:.2f} {describe_interval(rate_interval(slow, runs))}" if runs else "n/a")
+        + " |"
+        for (recipe, n), (slow, runs) in totals.items()
+    ]
     if config.compare is not None:
         lines += _comparison_table(report["comparison"], config, list(report["recipes"]))
     return "\n".join(lines) + "\n"

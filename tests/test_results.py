@@ -62,6 +62,7 @@ def test_committed_slow_start_report_rebuilds_identically(config, folder, tmp_pa
 # results record or a results folder's README must appear, all three numbers alike, in a generated table.
 QUOTED = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
 GENERATED = (
+    QUOTED,  # a rate or a benchmark ratio with its interval
     re.compile(r"\| (-?\d+\.\d+) \| \[(-?\d+\.\d+), (-?\d+\.\d+)\] \|"),  # the interval tables
     re.compile(r"(-?\d+\.\d+) ± \d+\.\d+ \[(-?\d+\.\d+), (-?\d+\.\d+)\]"),  # the backskip table
 )
