@@ -230,7 +230,9 @@ def run_lane(commands: dict[str, list[str]], lane_dir: str, logs: dict[str, str]
     def step(alive, processes):
         nonlocal holder, paused
         if holder is None:  # the first turn waits until every arm is built, so none trains during a build
-            if all(os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive):
+            if not os.path.exists(pause_path) and all(
+                os.path.exists(os.path.join(lane_dir, f"{name}.ready")) for name in alive
+            ):
                 holder = alive[0]
                 _write_atomic(turn_path, holder)
         elif paused:

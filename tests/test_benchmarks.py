@@ -18,6 +18,10 @@ def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
     base = per_layer["trainable transformer layer"]["seconds"]
     for name, row in per_layer.items():
         assert row["seconds"] > 0 and row["ratio"] == pytest.approx(row["seconds"] / base), name
+        # The per-repeat ratios' interval (paired: every candidate runs once per repeat); the base's is exactly 1.
+        low, high = row["ratio_interval_95"]
+        assert low <= high and (name != "trainable transformer layer" or low == high == 1.0), name
+    assert "| 95% interval |" in (tmp_path / "smoke.md").read_text()
     vanilla = report["whole_model"]["vanilla MarianMTModel (N)"]["seconds"]
     trainable_seconds = report["whole_model"]["ours, N + k trainable"]["seconds"]
     for name, row in report["whole_model"].items():

@@ -37,9 +37,14 @@ def training_step(model, batch: dict, cuda_graphs: bool = False) -> Callable[[],
     return run
 
 
-def interleaved(candidates: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str) -> dict:
-    """Median seconds per candidate; each repeat runs every candidate once, in rotating order."""
+def interleaved(
+    candidates: dict[str, Callable[[], None]], repeats: int, warmup: int, device: str, samples: dict | None = None
+) -> dict:
+    """Median seconds per candidate; each repeat runs every candidate once, in rotating order. ``samples``, if given,
+    receives every candidate's seconds per repeat (for paired per-repeat ratios and their intervals)."""
     times = {name: [] for name in candidates}
+    if samples is not None:
+        samples.update(times)  # the same lists, filled below
     names = list(candidates)
     for repeat in range(warmup + repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
@@ -74,3 +79,11 @@ def write_report(output_dir: str, stem: str, report: dict, text: str) -> None:
     with open(os.path.join(output_dir, f"{stem}.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
     print(text)
+
+
+def ratio_interval(samples: dict[str, list[float]], name: str, base: str) -> tuple[float, float] | None:
+    """The 95% t interval over repeats of ``name``'s time over ``base``'s in the same repeat (paired, since every
+    repeat runs every candidate once)."""
+    from ..intervals import t_interval
+
+    return t_interval([mine / theirs for mine, theirs in zip(samples[name], samples[base])])

@@ -20,6 +20,7 @@ from transformers import MarianConfig, MarianMTModel
 
 from ..configuration_reservoir import RESERVOIR_TYPES as TYPES
 from ..configuration_reservoir import ReservoirMarianConfig
+from ..intervals import describe_interval
 from ..modeling_reservoir import (
     BackskipPredictor,
     ReservoirMarianMTModel,
@@ -28,7 +29,7 @@ from ..modeling_reservoir import (
 )
 from .compile_cost import compile_table, compiled
 from .flops import peak_flops, step_flops
-from .measure import interleaved, machine, training_step, write_report
+from .measure import interleaved, machine, ratio_interval, training_step, write_report
 from .variants import base_config, batch_for, model_variants, shapes
 
 # ---------------------------------------------------------------------------------------------
@@ -83,9 +84,17 @@ def per_layer(s: dict, device: str, dtype: torch.dtype) -> dict:
     candidates["transformer reservoir, backskip learned (skipped step)"] = layer_step(
         reservoir, hidden, mask, backskip="skipped", predictor=predictor
     )
-    times = interleaved(candidates, s["repeats"] * 2, s["warmup"], device)
+    samples: dict = {}
+    times = interleaved(candidates, s["repeats"] * 2, s["warmup"], device, samples)
     base = times["trainable transformer layer"]
-    return {name: {"seconds": t, "ratio": t / base} for name, t in times.items()}
+    return {
+        name: {
+            "seconds": t,
+            "ratio": t / base,
+            "ratio_interval_95": ratio_interval(samples, name, "trainable transformer layer"),
+        }
+        for name, t in times.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +107,9 @@ def whole_model(s: dict, device: str, dtype: torch.dtype, peak: float) -> dict:
     batch = batch_for(s, device)
     variants = {name: m.to(device, dtype).train() for name, m in model_variants(s).items()}
 
+    samples: dict = {}
     times = interleaved(
-        {name: training_step(m, batch) for name, m in variants.items()}, s["repeats"], s["warmup"], device
+        {name: training_step(m, batch) for name, m in variants.items()}, s["repeats"], s["warmup"], device, samples
     )
     results = {}
     base = times["vanilla MarianMTModel (N)"]
@@ -124,6 +134,7 @@ def whole_model(s: dict, device: str, dtype: torch.dtype, peak: float) -> dict:
             "mfu": flops / times[name] / peak,
             "ratio_to_vanilla": times[name] / base,
             "ratio_to_N_plus_k_trainable": times[name] / trainable_base,
+            "ratio_to_N_plus_k_trainable_interval_95": ratio_interval(samples, name, "ours, N + k trainable"),
             "trainable_parameters": sum(p.numel() for p in trainable),
             "frozen_parameters": frozen,
             "adam_state_bytes": state_bytes,
@@ -199,12 +210,14 @@ def markdown(report: dict) -> str:
         f"Machine: {m.get('gpu') or m['processor']}, {m['threads']} torch threads, torch {m['torch']}. "
         f"Shapes: batch {s['batch']} x length {s['length']}, d_model {s['d_model']}, FFN {s['ffn']}, "
         f"{s['heads']} heads, vocab {s['vocab']}, N = {s['layers']} encoder layers, k = {s['k']}, 2 decoder layers. "
-        f"Medians of {s['repeats']} interleaved repeats after {s['warmup']} warm-up rounds.",
+        f"Medians of {s['repeats']} interleaved repeats after {s['warmup']} warm-up rounds. Intervals: each repeat's "
+        "ratio (every candidate runs once per repeat, so each repeat's ratio is paired), Student's t 95% interval of "
+        "the mean over repeats.",
         "",
         "## One layer: training step (forward + backward, no optimizer) relative to a trainable layer",
         "",
-        "| layer | ms | ratio | target |",
-        "|---|---|---|---|",
+        "| layer | ms | ratio | 95% interval | target |",
+        "|---|---|---|---|---|",
     ]
     targets = {
         "transformer reservoir": "<= 0.72 (limit 2/3)",
@@ -213,7 +226,10 @@ def markdown(report: dict) -> str:
         "transformer reservoir, backskip identity": "<= 0.40",
     }
     for name, row in report["per_layer"].items():
-        lines.append(f"| {name} | {row['seconds'] * 1000:.2f} | {row['ratio']:.3f} | {targets.get(name, '')} |")
+        interval = describe_interval(row.get("ratio_interval_95"), 3)
+        lines.append(
+            f"| {name} | {row['seconds'] * 1000:.2f} | {row['ratio']:.3f} | {interval} | {targets.get(name, '')} |"
+        )
     lines += [
         "",
         "## Whole model: training step (forward + backward)",
@@ -221,15 +237,17 @@ def markdown(report: dict) -> str:
         f"MFU: FLOPs per step (counted from the shapes of the ops the step runs) / seconds / peak "
         f"{report['peak_flops']['flops_per_second'] / 1e12:.1f} TFLOP/s ({report['peak_flops']['source']}).",
         "",
-        "| model | ms | GFLOP/step | TFLOP/s | MFU | vs vanilla Marian | vs N + k trainable | trainable params | "
-        "frozen params | Adam state (MB) | peak step memory (MB) |",
+        "| model | ms | GFLOP/step | TFLOP/s | MFU | vs vanilla Marian | vs N + k trainable [95% interval] | "
+        "trainable params | frozen params | Adam state (MB) | peak step memory (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["whole_model"].items():
         lines.append(
             f"| {name} | {row['seconds'] * 1000:.1f} | {row['flops_per_step'] / 1e9:.2f} | "
             f"{row['tflops_per_second']:.3f} | {row['mfu']:.1%} | {row['ratio_to_vanilla']:.3f} | "
-            f"{row['ratio_to_N_plus_k_trainable']:.3f} | {row['trainable_parameters']:,} | "
+            f"{row['ratio_to_N_plus_k_trainable']:.3f} "
+            f"{describe_interval(row.get('ratio_to_N_plus_k_trainable_interval_95'), 3)} | "
+            f"{row['trainable_parameters']:,} | "
             f"{row['frozen_parameters']:,} | {row['adam_state_bytes'] / 2**20:.2f} | "
             f"{(row['peak_memory_bytes'] or 0) / 2**20:.1f} |"
         )
