@@ -226,3 +226,46 @@ def pytest_collection_modifyitems(config, items):
             f"{', '.join(unmarked)} use the real corpus ({' or '.join(REAL_CORPUS_FIXTURES)}) without the slow mark; "
             "mark them @pytest.mark.slow, or use the text_corpus / text_tokenizer_dir fixtures."
         )
+
+
+class FakeClock:
+    """A clock the test moves by hand (the convergence callback reads time through it)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def drive(callback, clock, script, args, progress=None, max_steps=0):
+    """Run the callback (and a progress callback after it) through steps.
+
+    `script` items: ("step", seconds), ("eval", seconds, bleu) or ("epoch",).
+    """
+    from transformers import TrainerControl, TrainerState
+
+    state, control = TrainerState(max_steps=max_steps), TrainerControl()
+    state.is_world_process_zero = True
+    followers = [c for c in (progress,) if c is not None]
+    for c in (callback, *followers):
+        c.on_train_begin(args, state, control)
+    callback.on_epoch_begin(args, state, control)
+    for item in script:
+        if item[0] == "step":
+            callback.on_step_begin(args, state, control)
+            clock.now += item[1]
+            state.global_step += 1
+            state.epoch = state.global_step / 3  # three steps per epoch
+            for c in (callback, *followers):
+                c.on_step_end(args, state, control)
+        elif item[0] == "eval":
+            clock.now += item[1]  # evaluation time, which must not count
+            for c in (callback, *followers):
+                c.on_evaluate(args, state, control, metrics={"eval_bleu": item[2], "eval_chrf": 1.0})
+        elif item[0] == "epoch":
+            callback.on_epoch_end(args, state, control)
+            callback.on_epoch_begin(args, state, control)
+        if control.should_training_stop:
+            break
+    return state, control

@@ -7,44 +7,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hf_reservoir.convergence import ConvergenceCallback, aucc
 
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def drive(callback, clock, script, args, progress=None, max_steps=0):
-    """Run the callback (and a progress callback after it) through steps.
-
-    `script` items: ("step", seconds), ("eval", seconds, bleu) or ("epoch",).
-    """
-    state, control = TrainerState(max_steps=max_steps), TrainerControl()
-    state.is_world_process_zero = True
-    followers = [c for c in (progress,) if c is not None]
-    for c in (callback, *followers):
-        c.on_train_begin(args, state, control)
-    callback.on_epoch_begin(args, state, control)
-    for item in script:
-        if item[0] == "step":
-            callback.on_step_begin(args, state, control)
-            clock.now += item[1]
-            state.global_step += 1
-            state.epoch = state.global_step / 3  # three steps per epoch
-            for c in (callback, *followers):
-                c.on_step_end(args, state, control)
-        elif item[0] == "eval":
-            clock.now += item[1]  # evaluation time, which must not count
-            for c in (callback, *followers):
-                c.on_evaluate(args, state, control, metrics={"eval_bleu": item[2], "eval_chrf": 1.0})
-        elif item[0] == "epoch":
-            callback.on_epoch_end(args, state, control)
-            callback.on_epoch_begin(args, state, control)
-        if control.should_training_stop:
-            break
-    return state, control
+from .conftest import FakeClock, drive
 
 
 @pytest.fixture
@@ -87,115 +50,6 @@ def test_time_to_peak_and_aucc_from_the_callback(args):
     assert summary["seconds_per_epoch"] == pytest.approx(30 / (4 / 3))
 
 
-def test_budget_stop(args):
-    clock = FakeClock()
-    callback = ConvergenceCallback(budget_seconds=25, clock=clock)
-    state, control = drive(callback, clock, [("step", 10)] * 10, args)
-    assert control.should_training_stop and control.should_evaluate
-    assert state.global_step == 3 and callback.record.stopped_by == "budget"
-    state.epoch = 2.5  # the Trainer calls on_epoch_end after a stop mid-epoch: that is not an epoch
-    callback.on_epoch_end(args, state, control)
-    assert callback.record.epoch_seconds == []
-
-
-def test_budget_stop_saves_the_last_state_unless_saving_is_off(args, tmp_path):
-    # The last state can be the best model: the stop must checkpoint it (it was once lost).
-    clock = FakeClock()
-    _, control = drive(ConvergenceCallback(budget_seconds=25, clock=clock), clock, [("step", 10)] * 4, args)
-    assert control.should_training_stop and control.should_save
-    no_save = TrainingArguments(output_dir=str(tmp_path / "x"), report_to="none", save_strategy="no")
-    clock = FakeClock()
-    _, control = drive(ConvergenceCallback(budget_seconds=25, clock=clock), clock, [("step", 10)] * 4, no_save)
-    assert control.should_training_stop and not control.should_save
-
-
-def test_patience_stop(args):
-    clock = FakeClock()
-    callback = ConvergenceCallback(patience=2, clock=clock)
-    script = [
-        ("step", 1),
-        ("eval", 1, 5.0),
-        ("step", 1),
-        ("eval", 1, 7.0),
-        ("step", 1),
-        ("eval", 1, 6.0),
-        ("step", 1),
-        ("eval", 1, 7.0),
-        ("step", 1),
-        ("eval", 1, 9.0),
-    ]
-    state, control = drive(callback, clock, script, args)
-    assert control.should_training_stop and callback.record.stopped_by == "patience"
-    assert [e["bleu"] for e in callback.record.evaluations] == [5.0, 7.0, 6.0, 7.0]  # a tie is not a new peak
-
-
-def test_bad_callback_arguments():
-    with pytest.raises(ValueError, match="budget_seconds"):
-        ConvergenceCallback(budget_seconds=0)
-    with pytest.raises(ValueError, match="patience"):
-        ConvergenceCallback(patience=0)
-    for fraction in (0, 1.5):
-        with pytest.raises(ValueError, match=f"lr_cooldown={fraction} must be a fraction"):
-            ConvergenceCallback(budget_seconds=10, lr_cooldown=fraction)
-    no_end = ConvergenceCallback(lr_cooldown=0.3)  # neither a budget nor max_steps: nothing to cool down to
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    with pytest.raises(ValueError, match="neither budget_seconds nor max_steps"):
-        no_end.on_train_begin(TrainingArguments(output_dir="unused"), TrainerState(), TrainerControl(), scheduler)
-
-
-def test_lr_cooldown_falls_linearly_to_zero_at_the_budget(args, tmp_path):
-    """The schedule (here constant) is multiplied by 1 until 60 s, then by (100 - t) / 40."""
-    clock = FakeClock()
-    callback = ConvergenceCallback(budget_seconds=100, lr_cooldown=0.4, clock=clock)
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state, control = TrainerState(), TrainerControl()
-    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
-    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)  # a second train() does not compound
-    seen = []
-    for _ in range(10):
-        callback.on_step_begin(args, state, control)
-        clock.now += 10
-        seen.append(optimizer.param_groups[0]["lr"])  # the rate this step trains with
-        optimizer.step()
-        scheduler.step()
-        state.global_step += 1
-        callback.on_step_end(args, state, control)
-    assert seen == pytest.approx([0.5] * 7 + [0.375, 0.25, 0.125])
-    assert control.should_training_stop and callback.lr_factor() == 0.0
-    assert scheduler.get_last_lr() == [0.0]
-    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # the scheduler still checkpoints
-
-
-def test_lr_cooldown_on_steps_falls_linearly_to_zero_at_max_steps(args):
-    """Without a budget the window is the last 40% of max_steps = 10: the clock plays no part."""
-    clock = FakeClock()
-    callback = ConvergenceCallback(lr_cooldown=0.4, clock=clock)
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state, control = TrainerState(max_steps=10), TrainerControl()
-    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
-    seen = []
-    for step in range(10):
-        callback.on_step_begin(args, state, control)
-        clock.now += 10 * (step + 1)  # an erratic machine
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-        state.global_step += 1
-        callback.on_step_end(args, state, control)
-    assert seen == pytest.approx([0.5] * 6 + [0.5, 0.375, 0.25, 0.125])
-    assert not control.should_training_stop  # the Trainer itself stops at max_steps
-    # A run resumed at step 8 trains its next step at the cool-down's rate, not the schedule's.
-    resumed = ConvergenceCallback(lr_cooldown=0.4, clock=clock)
-    scheduler.last_epoch = 8
-    optimizer.param_groups[0]["lr"] = 0.5
-    resumed.on_train_begin(args, TrainerState(max_steps=10, global_step=8), control, lr_scheduler=scheduler)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
-
-
 def test_stopped_by_names_the_trainers_own_end(tmp_path):
     state, control = TrainerState(max_steps=6, global_step=6), TrainerControl()
     for max_steps, expected in ((6, "max_steps"), (-1, "num_train_epochs")):
@@ -206,32 +60,6 @@ def test_stopped_by_names_the_trainers_own_end(tmp_path):
     interrupted = ConvergenceCallback(output_dir=str(tmp_path))
     interrupted.on_train_end(args, TrainerState(max_steps=6, global_step=4), control)
     assert interrupted.summary()["stopped_by"] is None
-
-
-def test_progress_shows_steps_clock_and_best_bleu(args, capsys):
-    from hf_reservoir.progress import ConvergenceProgressCallback
-
-    clock = FakeClock()
-    callback = ConvergenceCallback(clock=clock)
-    progress = ConvergenceProgressCallback(callback, show_bar=False)
-    script = [("step", 2.0), ("step", 2.0), ("eval", 5.0, 3.5), ("step", 2.0), ("step", 2.0), ("eval", 5.0, 2.5)]
-    drive(callback, clock, script, args, progress=progress, max_steps=40)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "[hf-reservoir] step 2/40, training 4 s, 0.50 steps/s, BLEU 3.50 (best 3.50 at step 2)"
-    assert lines[1] == "[hf-reservoir] step 4/40, training 8 s, 0.50 steps/s, BLEU 2.50 (best 3.50 at step 2)"
-    # The best model's final scoring evaluates again (other metric names): no curve point, so no second line.
-    final = {"final_validation_bleu": 3.5}
-    callback.on_evaluate(args, TrainerState(global_step=4, max_steps=40), TrainerControl(), metrics=final)
-    progress.on_evaluate(args, TrainerState(global_step=4, max_steps=40), TrainerControl(), metrics=final)
-    assert capsys.readouterr().out == ""
-
-
-def test_lr_cooldown_refuses_a_schedule_it_cannot_multiply(args):
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
-    callback = ConvergenceCallback(budget_seconds=100, lr_cooldown=0.4)
-    with pytest.raises(ValueError, match="ReduceLROnPlateau; choose another lr_scheduler_type"):
-        callback.on_train_begin(args, TrainerState(), TrainerControl(), lr_scheduler=plateau)
 
 
 def test_state_round_trips_through_trainer_state(args, tmp_path):
@@ -266,40 +94,6 @@ class TickingClock:
     def __call__(self):
         self.now += 1.0
         return self.now
-
-
-def test_lr_cooldown_in_a_real_trainer_checkpoints_and_resumes(tmp_path):
-    from transformers import Trainer
-
-    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(40)]
-
-    def train(output_dir, resume=None):
-        args = TrainingArguments(
-            output_dir=str(output_dir),
-            max_steps=10,
-            per_device_train_batch_size=4,
-            learning_rate=0.1,
-            lr_scheduler_type="constant",
-            logging_steps=1,
-            save_steps=5,
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
-        )
-        callback = ConvergenceCallback(budget_seconds=40, lr_cooldown=1.0, clock=TickingClock())
-        trainer = Trainer(model=Tiny(), args=args, train_dataset=data, callbacks=[callback])
-        trainer.train(resume_from_checkpoint=resume)
-        return [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e], callback
-
-    rates, callback = train(tmp_path / "run")
-    assert rates[0] == pytest.approx(0.1, rel=0.1)
-    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))  # falls with the clock
-    assert rates[-1] == pytest.approx(0.1 * callback.lr_factor(), rel=0.2)
-    assert (tmp_path / "run" / "checkpoint-5" / "scheduler.pt").exists()  # the scheduler saved
-    resumed, _ = train(tmp_path / "run", resume=str(tmp_path / "run" / "checkpoint-5"))
-    assert resumed[:5] == rates[:5]  # the checkpoint's log history, then the resumed steps
-    # The resumed run continues the cool-down from the checkpoint's clock instead of starting it over.
-    assert resumed[5] < rates[4] and resumed[5:] == pytest.approx(rates[5:], abs=0.01)
 
 
 def test_evaluation_time_is_excluded_in_a_real_trainer(tmp_path):

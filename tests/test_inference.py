@@ -170,32 +170,6 @@ def test_no_pin_memory_on_a_machine_without_an_accelerator():
     assert args.dataloader_pin_memory is torch.cuda.is_available()
 
 
-def test_the_progress_bar_ends_on_the_last_evaluation(tmp_path):
-    from transformers import TrainerControl, TrainerState, TrainingArguments
-
-    from hf_reservoir.convergence import ConvergenceCallback
-    from hf_reservoir.progress import ConvergenceProgressCallback
-
-    clock = ConvergenceCallback()
-    progress = ConvergenceProgressCallback(clock, show_bar=True)
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
-    state, control = TrainerState(max_steps=20), TrainerControl()
-    state.is_world_process_zero = True
-    for callback in (clock, progress):
-        callback.on_train_begin(args, state, control)
-    for step in range(1, 21):
-        clock.on_step_begin(args, state, control)
-        state.global_step = step
-        for callback in (clock, progress):
-            callback.on_step_end(args, state, control)
-        if step in (10, 20):  # the evaluation at the last step comes after that step's bar update
-            for callback in (clock, progress):
-                callback.on_evaluate(args, state, control, metrics={"eval_bleu": step + 0.5, "eval_chrf": 1.0})
-    bar = progress.training_bar
-    progress.on_train_end(args, state, control)
-    assert "BLEU 20.50" in bar.postfix and "best 20.50 at step 20" in bar.postfix
-
-
 def test_a_folder_of_other_languages_says_which_flags_read_it(tmp_path):
     from hf_reservoir.data import DataError, load_parallel_corpus
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import sys
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 import yaml
 
 from hf_reservoir.arguments import ConvergenceArguments, DataArguments, ModelArguments
-from hf_reservoir.checks import check_resume_layout, check_tokenizer_matches_model
 from hf_reservoir.convergence import ConvergenceCallback
 from hf_reservoir.data import TokenBatchSampler
 from hf_reservoir.training import run_training
@@ -111,25 +109,6 @@ def test_config_file_flags_are_overridden_by_the_command_line(tmp_path):
     assert training_args.output_dir == "a"
 
 
-def test_tokenizer_vocabulary_mismatch_is_refused():
-    class FakeTokenizer:
-        pad_token_id, eos_token_id = 95, 0
-
-        def __len__(self):
-            return 500
-
-    with pytest.raises(ValueError, match="500 source tokens but the model's vocab_size is 96"):
-        check_tokenizer_matches_model(FakeTokenizer(), tiny_config())
-
-
-def test_resume_with_a_changed_layout_is_refused(tmp_path):
-    tiny_config(num_encoder_reservoir_layers=2).save_pretrained(tmp_path)
-    check_resume_layout(str(tmp_path), tiny_config(num_encoder_reservoir_layers=2))
-    with pytest.raises(ValueError, match="Refusing to resume") as excinfo:
-        check_resume_layout(str(tmp_path), tiny_config(num_encoder_reservoir_layers=3))
-    assert "encoder_reservoir_layers" in str(excinfo.value)
-
-
 def test_zero_final_beams_is_refused_before_training(tmp_path):
     model_args, data_args, training_args, _ = tiny_args(str(tmp_path / "no-corpus"), None, tmp_path / "run")
     with pytest.raises(ValueError, match="final_num_beams must be at least 1, got 0"):
@@ -193,84 +172,6 @@ def test_token_batch_sampler():
         TokenBatchSampler(lengths, max_tokens=20)
 
 
-def test_length_buckets_batch_every_pair_once_in_fixed_shapes(text_tokenizer_dir):
-    from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
-
-    from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.tokenization import load_tokenizer
-    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
-
-    tokenizer = load_tokenizer(str(text_tokenizer_dir))
-    rng = random.Random(0)
-    pairs = [(rng.randint(1, 30), rng.randint(1, 30)) for _ in range(203)]
-    data = Dataset.from_dict(
-        {"input_ids": [[5 + i % 50] * s for i, (s, _) in enumerate(pairs)], "labels": [[7] * t for _, t in pairs]}
-    )
-    pad = tokenizer.pad_token_id
-    model = ReservoirMarianMTModel(
-        tiny_config(vocab_size=len(tokenizer), pad_token_id=pad, decoder_start_token_id=pad)
-    )
-    args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none", use_cpu=True, seed=4)
-    trainer = ReservoirSeq2SeqTrainer(
-        model=model,
-        args=args,
-        train_dataset=data,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        max_tokens=64,
-        length_buckets=[8, 16, 32],
-    )
-    shapes, sources = set(), []
-    for batch in trainer.get_train_dataloader():
-        shapes.add(tuple(batch["input_ids"].shape))
-        assert {tuple(v.shape) for v in batch.values()} == {tuple(batch["input_ids"].shape)}
-        real = (batch["labels"] != -100).any(dim=1)
-        sources += [
-            tuple(row[mask.bool()].tolist())
-            for row, mask in zip(batch["input_ids"][real], batch["attention_mask"][real])
-        ]
-        assert (batch["attention_mask"][~real].sum(dim=1) == 1).all()  # padding rows attend to one position only
-    assert shapes <= {(8, 8), (4, 16), (2, 32)}
-    assert sorted(sources) == sorted(tuple(ids) for ids in data["input_ids"])  # every pair once, none cut
-
-
-def test_bucket_padding_changes_neither_the_loss_nor_the_gradients(text_tokenizer_dir):
-    from transformers import DataCollatorForSeq2Seq
-
-    from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.data import BucketPadding
-    from hf_reservoir.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(str(text_tokenizer_dir))
-    pad = tokenizer.pad_token_id
-    torch.manual_seed(0)
-    config = tiny_config(
-        vocab_size=len(tokenizer), pad_token_id=pad, decoder_start_token_id=pad, layernorm_position="pre"
-    )
-    model = ReservoirMarianMTModel(config)
-    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
-    features = [
-        {"input_ids": [9, 10, 11, 12, 0], "labels": [20, 21, 0]},
-        {"input_ids": [13, 0], "labels": [22, 23, 24, 25, 0]},
-    ]
-
-    def loss_and_grads(batch):
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    plain = collator(features)
-    padded = BucketPadding(collator, [4, 16], max_tokens=64, pad_token_id=pad)(features)
-    assert tuple(padded["input_ids"].shape) == (4, 16)
-    loss, grads = loss_and_grads(plain)
-    padded_loss, padded_grads = loss_and_grads(padded)
-    torch.testing.assert_close(padded_loss, loss)
-    for name, grad in grads.items():
-        torch.testing.assert_close(padded_grads[name], grad, rtol=1e-4, atol=1e-6)
-
-
 def test_bad_length_buckets_are_refused_with_the_value_to_change(tmp_path):
     with pytest.raises(ValueError, match="ascending"):
         TokenBatchSampler([3, 5], max_tokens=64, buckets=[16, 8])
@@ -287,43 +188,6 @@ def test_bad_length_buckets_are_refused_with_the_value_to_change(tmp_path):
     with pytest.raises(ValueError, match="needs max_tokens"):
         run_training(model_args, data_args, training_args, convergence)
     assert not (tmp_path / "run").exists()
-
-
-def test_the_flop_estimate_counts_the_parameters_once(tmp_path, monkeypatch):
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
-
-    from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
-
-    model = ReservoirMarianMTModel(tiny_config())
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    ours, theirs = ReservoirSeq2SeqTrainer(model=model, args=args), Seq2SeqTrainer(model=model, args=args)
-    inputs = {"input_ids": torch.ones(4, 7, dtype=torch.long)}
-    expected = theirs.floating_point_ops(inputs)
-    counts = []
-    original = type(model).num_parameters
-    monkeypatch.setattr(type(model), "num_parameters", lambda self, **kw: counts.append(1) or original(self, **kw))
-    assert [ours.floating_point_ops(inputs) for _ in range(3)] == [expected] * 3 and expected > 0
-    assert len(counts) == 1
-
-
-def test_optimizer_holds_trainable_parameters_only(tmp_path):
-    from transformers import Seq2SeqTrainingArguments
-
-    from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.trainer import ReservoirSeq2SeqTrainer
-
-    model = ReservoirMarianMTModel(tiny_config(num_encoder_reservoir_layers=2, reservoir_type="bigru"))
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), weight_decay=0.1, report_to="none", use_cpu=True)
-    trainer = ReservoirSeq2SeqTrainer(model=model, args=args)
-    optimizer = trainer.create_optimizer()
-    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
-    no_decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
-    decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert all(n.endswith("bias") or "layer_norm" in n for n in no_decay)
-    assert all(not n.endswith("bias") and "layer_norm" not in n for n in decay) and decay
 
 
 @pytest.mark.slow
@@ -540,53 +404,3 @@ def test_shipped_configs_parse_and_validate(name):
         assert training_args.max_steps > 0 and convergence_args.budget_seconds is None
         assert 0 < convergence_args.lr_cooldown < 1
         ConvergenceCallback(lr_cooldown=convergence_args.lr_cooldown)
-
-
-def test_the_reservoir_flags_are_derived_from_the_config():
-    """Every field the config adds to MarianConfig is a flag with the config's default and its docstring's help,
-    and a field added to a config becomes a flag without a second declaration."""
-    from dataclasses import fields
-
-    from transformers import MarianConfig
-
-    from hf_reservoir import ReservoirMarianConfig
-    from hf_reservoir.arguments import config_field_help, reservoir_flags
-
-    marian = {f.name for f in fields(MarianConfig)}
-    added = {f.name: f for f in fields(ReservoirMarianConfig) if f.name not in marian}
-    del added["reservoir_checksums"]  # written at save time, never set by hand
-    flags = {f.name: f for f in fields(ModelArguments)}
-    assert set(added) <= set(flags), set(added) - set(flags)
-    docs = config_field_help()
-    # Checked against the docstring itself, not only against config_field_help (the function under test): each
-    # flag's help is the text of its own field's entry, which follows the entry's name.
-    docstring = " ".join((ReservoirMarianConfig.__doc__ or "").split())
-    for name, config_field in added.items():
-        assert flags[name].metadata["help"] == docs[name] and len(docs[name]) > 20, name
-        entry = docstring.index(f"{name} (`")
-        assert docstring.find(docs[name], entry) == docstring.index("): ", entry) + 3, name
-        if name == "reservoir_type":  # None: not given, so the config's default applies
-            assert flags[name].default is None
-            assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_field.default
-            continue
-        assert flags[name].default == config_field.default, name
-
-    class WiderConfig(ReservoirMarianConfig):
-        """A config with one more reservoir knob.
-
-        Args:
-            reservoir_gain (`float`, defaults to 1.0):
-                Scale of the reservoir outputs.
-        """
-
-        reservoir_gain: float = 1.0
-
-    derived = {name: (kind, spec) for name, kind, spec in reservoir_flags(WiderConfig)}
-    assert derived["reservoir_gain"][0] is float and derived["reservoir_gain"][1].default == 1.0
-    assert derived["reservoir_gain"][1].metadata["help"] == "Scale of the reservoir outputs."
-
-    class UndocumentedConfig(ReservoirMarianConfig):
-        reservoir_gain: float = 1.0
-
-    with pytest.raises(ValueError, match="UndocumentedConfig.reservoir_gain has no entry in the class docstring"):
-        reservoir_flags(UndocumentedConfig)
