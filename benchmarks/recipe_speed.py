@@ -1,4 +1,4 @@
-"""Shim: the benchmark lives in :mod:`hf_reservoir.benchmarks.recipe_speed` (``hf-reservoir bench recipe-speed``)."""
+"""Shim: the benchmark lives in [`hf_reservoir.benchmarks.recipe_speed`] (``hf-reservoir bench recipe-speed``)."""
 
 from hf_reservoir.benchmarks.recipe_speed import *  # noqa: F403
 from hf_reservoir.benchmarks.recipe_speed import main

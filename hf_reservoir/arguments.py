@@ -1,7 +1,7 @@
 """The command line's settings: the model (sizes, and the reservoir fields derived from the config), the data,
 and the convergence clock. ``Seq2SeqTrainingArguments`` holds the rest.
 
-The reservoir flags are not declared here: :data:`ModelArguments` takes each reservoir field of
+The reservoir flags are not declared here: [`ModelArguments`] takes each reservoir field of
 [`ReservoirMarianConfig`] with the config's default and the help text of the config's docstring, so a field
 added to the config becomes a flag with no second declaration.
 """

@@ -1,7 +1,7 @@
 """The ``hf-reservoir`` command line: ``prepare``, ``train``, ``sweep``, ``evaluate``, ``translate``, ``bench``,
 ``push``.
 
-``training/train.py`` is a shim over :func:`train_main`; the sweep launches runs as
+``training/train.py`` is a shim over [`train_main`]; the sweep launches runs as
 ``python -m hf_reservoir.cli train``, so nothing here depends on the repository's scripts.
 """
 

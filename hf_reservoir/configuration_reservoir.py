@@ -122,7 +122,7 @@ def _validate_types(config, layers: list[int]) -> None:
     """``reservoir_type``: a known type, or one per reservoir layer; and what each type needs of the sizes.
 
     A string is one type for every reservoir layer; a list gives one type per layer (stored as a list).
-    :func:`reservoir_types_per_layer` is the one place that expands it.
+    [`reservoir_types_per_layer`] is the one place that expands it.
     """
     types = config.reservoir_type
     if not (isinstance(types, str) or (isinstance(types, (list, tuple)) and all(isinstance(t, str) for t in types))):

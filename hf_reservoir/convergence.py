@@ -1,7 +1,7 @@
 """Wall-clock time to peak validation BLEU and the paper's AUCC, as a Trainer callback.
 
 The paper's claim (section 5) is about *training* wall-clock: reservoir models reach their
-best validation BLEU sooner. :class:`ConvergenceCallback` is the one clock for that claim; the
+best validation BLEU sooner. [`ConvergenceCallback`] is the one clock for that claim; the
 training script, the sweep report, the model card and the tests all read it.
 """
 
@@ -60,7 +60,7 @@ def time_to_target(evaluations: list[dict], target: float) -> dict | None:
     """The first evaluation that reached ``target`` BLEU (MLPerf's time to quality), or None.
 
     Args:
-        evaluations (`list[dict]`): a :class:`ConvergenceRecord`'s evaluations, in time order.
+        evaluations (`list[dict]`): a [`ConvergenceRecord`]'s evaluations, in time order.
         target (`float`): the BLEU to reach.
 
     Returns:
@@ -215,10 +215,10 @@ class TrainingClock:
 class ConvergenceCallback(TrainerCallback, ExportableState):
     """The one clock of the paper's claim: training wall-clock to peak validation BLEU, and the AUCC.
 
-    It composes three parts, each its own object: the :class:`TrainingClock` (training seconds: steps and the
+    It composes three parts, each its own object: the [`TrainingClock`] (training seconds: steps and the
     data loading between them; evaluation, saving and logging excluded), the
-    :class:`~hf_reservoir.stopping.StoppingRules` (budget, patience) and the optional
-    :class:`~hf_reservoir.stopping.LrCooldown`. At every evaluation it records ``(train_seconds, step, epoch,
+    [`~hf_reservoir.stopping.StoppingRules`] (budget, patience) and the optional
+    [`~hf_reservoir.stopping.LrCooldown`]. At every evaluation it records ``(train_seconds, step, epoch,
     bleu)``. Its state travels in ``TrainerState.stateful_callbacks`` with every checkpoint and is read back on
     resume, so the clock and the curve continue. The clock waits for the device, and under DDP broadcasts rank
     0's reading, only at steps that end in a log, an evaluation, a save or the stop (no per-step sync); under DDP
@@ -231,7 +231,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             have passed (after one last evaluation), and the AUCC integrates up to it.
         patience (`int`, *optional*): stop after this many evaluations without a new peak.
         lr_cooldown (`float`, *optional*): the fraction of training over which the learning rate falls to 0
-            where training ends (see :class:`~hf_reservoir.stopping.LrCooldown`).
+            where training ends (see [`~hf_reservoir.stopping.LrCooldown`]).
         output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
             ``output_dir`` if unset.
         clock (`callable`): the time source, ``time.perf_counter`` (tests pass a fake).

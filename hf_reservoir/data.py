@@ -6,7 +6,7 @@ and ``wmt16`` data sets), so either direction and any language pair go through t
 
 Sources:
 
-* a corpus built by :func:`hf_reservoir.corpus.build_corpus` (folder with ``stats.json``);
+* a corpus built by [`hf_reservoir.corpus.build_corpus`] (folder with ``stats.json``);
 * parallel plain-text files: ``train.de`` + ``train.en``, ``validation.*`` (or ``dev``/``valid``), ``test.*``;
 * ``{split}.tsv`` files with a header naming the two languages;
 * ``{split}.jsonl`` files with ``{"de": ..., "en": ...}`` or ``{"translation": {...}}`` per line;
@@ -356,7 +356,7 @@ class TokenBatchSampler(torch.utils.data.Sampler):
     shuffled; the order depends only on ``seed`` and the epoch (``set_epoch``), so resuming works.
 
     With ``buckets`` (ascending lengths), every pair goes to the shortest bucket that holds it and a batch takes
-    ``max_tokens // bucket`` pairs of one bucket; :class:`BucketPadding` then pads it to exactly that shape, so a
+    ``max_tokens // bucket`` pairs of one bucket; [`BucketPadding`] then pads it to exactly that shape, so a
     compiled step sees ``len(buckets)`` shapes and never recompiles. A bucket's last batch may be short (no pair
     is dropped); the padding fills it with rows that carry no loss.
     """

@@ -2,7 +2,7 @@
 
 The folder holds the weights (full, or seed-only reservoirs), ``config.json`` with ``auto_map``,
 the two remote-code files, the tokenizer, the generated card, its ``LICENSE`` and the convergence plot.
-``hf-reservoir push`` and training's ``--push_to_hub`` both upload through :func:`push_model`.
+``hf-reservoir push`` and training's ``--push_to_hub`` both upload through [`push_model`].
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def push_model(
     Args:
         model_dir (`str`): a model folder written by training (``OUTPUT_DIR/model``).
         repo_id (`str`): the Hub repository, e.g. ``your-name/reservoir-de-en`` (created if missing).
-        private, revision, token: as :func:`push_folder`.
-        reservoir_storage (`str`): ``weights`` or ``seed`` (see :func:`export_for_hub`).
+        private, revision, token: as [`push_folder`].
+        reservoir_storage (`str`): ``weights`` or ``seed`` (see [`export_for_hub`]).
         export_dir (`str`, *optional*): keep the Hub-ready folder here (default: a temporary folder).
         dry_run (`bool`): list what would be uploaded and stop.
 

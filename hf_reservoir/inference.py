@@ -1,8 +1,8 @@
 """Translating and scoring with a saved model, without training it (``hf-reservoir translate`` / ``evaluate``).
 
-Transformers v5 has no translation pipeline; :func:`translate` is the batched ``generate`` loop that
+Transformers v5 has no translation pipeline; [`translate`] is the batched ``generate`` loop that
 both commands use. Sentences are generated longest first, as during training, and returned in input order;
-:func:`iter_translations` yields them chunk by chunk, so that ``translate`` writes its output as it goes.
+[`iter_translations`] yields them chunk by chunk, so that ``translate`` writes its output as it goes.
 
 A source longer than the model's position table (``max_position_embeddings``) is truncated to it (it could
 not be encoded at all otherwise), and the caller is told which sentences were cut (``on_truncated``): we truncate
@@ -146,7 +146,7 @@ def iter_translations(
         batch_size (`int`): sentences per ``generate`` call.
         max_length (`int`, *optional*): longest output in tokens (default: the ``generation_config``'s).
         max_source_length (`int`, *optional*): truncate longer sources to this many tokens, as training does
-            (sources longer than the model's position table are always truncated to it: :func:`source_limit`).
+            (sources longer than the model's position table are always truncated to it: [`source_limit`]).
         chunk_size (`int`, *optional*): sentences per yielded chunk.
         on_truncated (`Callable`, *optional*): called once, before anything is generated, with the indices (into
             ``sentences``) of the truncated sources.
@@ -186,7 +186,7 @@ def iter_translations(
 def translate(model, tokenizer, sentences: list[str], **kwargs) -> list[str]:
     """Translate ``sentences``; returns one detokenised hypothesis per sentence, in input order.
 
-    The keyword arguments are :func:`iter_translations`'s (``num_beams``, ``batch_size``, ``max_length``,
+    The keyword arguments are [`iter_translations`]'s (``num_beams``, ``batch_size``, ``max_length``,
     ``max_source_length``, ``on_truncated``); what is not given comes from the model's ``generation_config``, which
     training sets to the decoding its final scores used.
     """
@@ -213,7 +213,7 @@ def scoring_settings(model_dir: str) -> dict:
 
 
 def write_scoring_settings(model_dir: str, **settings) -> None:
-    """Record how training computed the final scores (see :func:`evaluate_saved_model`)."""
+    """Record how training computed the final scores (see [`evaluate_saved_model`])."""
     write_run_file(model_dir, SCORING_FILE, settings)
 
 
@@ -235,7 +235,7 @@ def evaluate_saved_model(
     """Score a saved model on one split; write ``generated_predictions.txt`` and ``results.json``.
 
     The data comes through the same loader as training (a built corpus, text, TSV or JSONL files), so
-    a split scores exactly as it did there: sacrebleu corpus BLEU and chrF (:func:`corpus_scores`),
+    a split scores exactly as it did there: sacrebleu corpus BLEU and chrF ([`corpus_scores`]),
     per source where the data has a ``source`` column. References are tokenised and decoded as training
     decodes its labels. What is not given (``num_beams``, ``batch_size``, ``max_source_length``,
     ``max_target_length``) comes from the model folder's ``scoring.json``, which training writes with the

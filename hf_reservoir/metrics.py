@@ -2,7 +2,7 @@
 
 ``evaluate.load("sacrebleu")`` fetches its script from the Hub and fails offline
 (huggingface/evaluate#565), so the metric is sacrebleu called directly, and the ``evaluate``
-package is not a dependency. :func:`corpus_scores` is the one place
+package is not a dependency. [`corpus_scores`] is the one place
 that computes BLEU for training, the sweep report and the model card.
 """
 

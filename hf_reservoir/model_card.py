@@ -1,7 +1,7 @@
 """Model cards generated from what training measured (never typed by hand).
 
 Training writes ``results.json`` (convergence summary, scores, data statistics, parameter counts)
-and ``convergence.png``; :func:`write_model_card` renders them through the one template,
+and ``convergence.png``; [`write_model_card`] renders them through the one template,
 ``hf_reservoir/model_card_template.md`` (installed with the package), with ``huggingface_hub``'s
 ``ModelCard``/``ModelCardData``/``EvalResult``, so the ``model-index`` metadata is valid.
 """

@@ -774,7 +774,7 @@ class ReservoirMarianEncoder(ReservoirMarianPreTrainedModel):
         return {"skipped": skipped, "exact": exact}
 
     def set_backskip_step(self, step: int) -> None:
-        """Plan the backskip decisions of training step ``step`` (:func:`backskip_plan`).
+        """Plan the backskip decisions of training step ``step`` ([`backskip_plan`]).
 
         The Trainer's ``BackskipStepCallback`` calls it at every step begin with the global step, so every DDP
         rank skips the same reservoirs. Without it, an eager forward in training advances the step by one; a

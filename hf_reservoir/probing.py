@@ -274,7 +274,7 @@ def _fit_probe(features: torch.Tensor, labels: list[int], split: list[str], num_
 
 
 def load_probe_model(path: str, device: str = "cpu"):
-    """A saved model and its tokenizer (:func:`~hf_reservoir.inference.load_for_inference`), frozen."""
+    """A saved model and its tokenizer ([`~hf_reservoir.inference.load_for_inference`]), frozen."""
     from .inference import load_for_inference
 
     model, tokenizer = load_for_inference(path, device)

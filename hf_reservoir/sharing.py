@@ -14,8 +14,8 @@ alone on a quieter machine, and two processes on neighbouring cores still compet
 bandwidth in ways that depend on the pair. Turn-taking has neither problem; its cost is a cold
 cache after each switch, which the A/A measurement in ``results/`` bounds.
 
-The protocol is files in a lane folder, driven by :func:`run_lane` (the parent) and
-:class:`TurnTakingCallback` (in each training process):
+The protocol is files in a lane folder, driven by [`run_lane`] (the parent) and
+[`TurnTakingCallback`] (in each training process):
 
 * ``<arm>.ready``: the arm reached ``on_train_begin`` (data and model built) and waits;
 * ``turn``: the name of the arm that may train now (written atomically by the parent);
@@ -27,8 +27,8 @@ turn to no one at the next turn change, and every arm waits off its clock until 
 (``touch OUTPUT_DIR/lanes/*/pause`` makes room for other work on the cores without touching the comparison).
 
 **Concurrent lanes** (``lane_sharing concurrent``, the sweep's ``sharing: concurrent``) are for a GPU, where one
-run uses a fraction of the device (issue #25): the arms train at the same time, each on its own CPU cores
-(:func:`run_concurrent` pins them), and the concurrency is the pairing: drift hits every arm alike. Each arm
+run uses a fraction of the device: the arms train at the same time, each on its own CPU cores
+([`run_concurrent`] pins them), and the concurrency is the pairing: drift hits every arm alike. Each arm
 trains its ``clock_warmup_steps`` off the clock, writes ``<arm>.ready`` and waits; the parent writes ``go``
 once every arm still running is ready, and every clock starts then. Concurrency has the bias the turn-taking
 lanes avoid: once one arm stops, the others train on a quieter device. The report shows each run's interval,
@@ -80,7 +80,7 @@ class TurnTakingCallback(TrainerCallback):
     """Train only while this arm holds its lane's turn; hand the turn on every ``slice_seconds``.
 
     Args:
-        lane_dir (`str`): the lane folder shared with the other arms and the parent (:func:`run_lane`).
+        lane_dir (`str`): the lane folder shared with the other arms and the parent ([`run_lane`]).
         name (`str`): this arm's name in the lane.
         convergence (`ConvergenceCallback`): whose clock must not count the waits.
         slice_seconds (`float`): training seconds per turn.

@@ -1,8 +1,8 @@
 """Slow starts: how often a recipe lets a run learn much more slowly than its siblings from the start.
 
-A paired ratio over three seeds measures the model only if no arm draws a slow start: at peak lr 5e-3 with 300
-warm-up steps about one run in five learned slowly from its first steps (results/convergence_cpu, issue #23). This
-module counts them from the run folders of a sweep that trains the first steps of many seeds under each recipe.
+A paired ratio over a few seeds measures the model only if no arm draws a slow start: a recipe can let a seed decide
+whether a run learns slowly from its first steps (``results/slow_start_cpu/`` has a measured case). This module
+counts them from the run folders of a sweep that trains the first steps of many seeds under each recipe.
 
 **Definition** (configurable): a run *starts slowly* when its validation BLEU at ``step`` (default 800) is below
 ``fraction`` (default 0.5) of the median BLEU at that step of its group, the runs of the same recipe, N and model

@@ -1,7 +1,7 @@
 """When training stops, and the learning-rate cool-down tied to that stop.
 
-Both read the training clock (:class:`hf_reservoir.convergence.ConvergenceCallback`), which composes them:
-the clock measures, :class:`StoppingRules` decide, :class:`LrCooldown` scales the learning rate.
+Both read the training clock ([`hf_reservoir.convergence.ConvergenceCallback`]), which composes them:
+the clock measures, [`StoppingRules`] decide, [`LrCooldown`] scales the learning rate.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class LrCooldown:
         return min(1.0, max(0.0, remaining / (self.fraction * total)))
 
     def refresh(self, train_seconds: float) -> None:
-        """Set the next step's learning rate: the schedule's rate times :meth:`factor`.
+        """Set the next step's learning rate: the schedule's rate times [`factor`].
 
         The Trainer steps the scheduler just before ``on_step_end``; this overrides the rate it set with the
         same schedule multiplied by the factor, computed from the clock every rank just agreed on. The

@@ -11,7 +11,7 @@ optimizer, schedule and stopping rule (a wall-clock budget T-hat, or patience); 
 
 Each run is ``python -m hf_reservoir.cli train`` in its own process; a run whose ``results.json`` exists is
 skipped and an unfinished one resumes from its last checkpoint, so an interrupted sweep goes on where it
-stopped. The report (:mod:`hf_reservoir.sweep_report`) reads only the run folders.
+stopped. The report ([`hf_reservoir.sweep_report`]) reads only the run folders.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ def pinned_cores(names: list[str], config: SweepConfig) -> dict[str, set[int]] |
 
 
 def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.executable) -> dict[Cell, str]:
-    """Run the unfinished cells of one lane together, taking turns (:mod:`hf_reservoir.sharing`).
+    """Run the unfinished cells of one lane together, taking turns ([`hf_reservoir.sharing`]).
 
     Finished cells are skipped; the unfinished ones start again together, each from its last checkpoint
     (or from scratch without one), so an interrupted lane goes on as a lane.

@@ -6,7 +6,7 @@ the vocabulary as UTF-8 bytes, so nothing becomes ``<unk>`` and every string rou
 
 ``sacremoses`` is deliberately *not* a dependency. When it is importable, transformers 5.x's
 ``MarianTokenizer`` builds a Moses punctuation normaliser for ``tokenizer.normalize()`` (measured
-with 5.24: token ids do not change, ``normalize("„Hallo“")`` does). :func:`load_tokenizer` pins
+with 5.24: token ids do not change, ``normalize("„Hallo“")`` does). [`load_tokenizer`] pins
 that normaliser to the identity, so our code behaves the same with and without the package.
 """
 

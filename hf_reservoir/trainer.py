@@ -54,7 +54,7 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     def floating_point_ops(self, inputs) -> int:
         """The Trainer's estimate (6 x input tokens x non-embedding parameters), with the parameters counted once:
         the Trainer's own version walks every module and parameter at every step, host work that a fast GPU
-        step waits on (issue #25)."""
+        step waits on."""
         main_input = getattr(self.model, "main_input_name", "input_ids")
         if main_input not in inputs or not hasattr(self.model, "num_parameters"):
             return 0
@@ -83,7 +83,7 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     def _get_eval_sampler(self, eval_dataset):
         # Evaluation keeps the dataset's order, which run_training sets longest first. The Trainer would
         # reuse train_sampling_strategy="group_by_length" for evaluation too, and its random batches of a
-        # small split (661 pairs, 128 per batch) pad and generate about as slowly as no grouping at all.
+        # small split pad and generate about as slowly as no grouping at all.
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_eval_sampler(eval_dataset)
         if eval_dataset is None or self.args.world_size > 1:
@@ -110,7 +110,7 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
 
 
 def build_compute_metrics(tokenizer):
-    """``compute_metrics`` for the Trainer: detokenise, then :func:`corpus_scores`."""
+    """``compute_metrics`` for the Trainer: detokenise, then [`corpus_scores`]."""
 
     def compute_metrics(eval_prediction):
         return corpus_scores(*decode_pairs(tokenizer, eval_prediction.predictions, eval_prediction.label_ids))

@@ -1,10 +1,10 @@
 """Training a reservoir translation model with ``Seq2SeqTrainer``: the orchestration of one run.
 
 ``hf-reservoir train`` (and ``training/train.py``, a shim over it) parses the flags into the dataclasses of
-:mod:`hf_reservoir.arguments` and calls :func:`run_training`. The jobs it composes live in their own modules:
-the checks (:mod:`~hf_reservoir.checks`), the data (:mod:`~hf_reservoir.data`), the Trainer and its step
-callbacks (:mod:`~hf_reservoir.trainer`), the clock (:mod:`~hf_reservoir.convergence`), the model card
-(:mod:`~hf_reservoir.model_card`) and the upload (:mod:`~hf_reservoir.hub`).
+[`hf_reservoir.arguments`] and calls [`run_training`]. The jobs it composes live in their own modules:
+the checks ([`~hf_reservoir.checks`]), the data ([`~hf_reservoir.data`]), the Trainer and its step
+callbacks ([`~hf_reservoir.trainer`]), the clock ([`~hf_reservoir.convergence`]), the model card
+([`~hf_reservoir.model_card`]) and the upload ([`~hf_reservoir.hub`]).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def record_run_splits(stats: dict, corpus, data_args: DataArguments) -> None:
 
 def build_model(model_args: ModelArguments, config: ReservoirMarianConfig, tokenizer) -> ReservoirMarianMTModel:
     """A saved model (``model_name_or_path``, checked against the flags), or a new one from ``config`` (the
-    config :func:`~hf_reservoir.checks.check_run_settings` validated) with the tokenizer's vocabulary and ids."""
+    config [`~hf_reservoir.checks.check_run_settings`] validated) with the tokenizer's vocabulary and ids."""
     if model_args.model_name_or_path:
         model = ReservoirMarianMTModel.from_pretrained(model_args.model_name_or_path)
         check_shape_flags(model_args, model.config)
@@ -221,7 +221,7 @@ def print_results(report: dict, final_dir: str, evaluation_beams: int) -> None:
 def check_push_to_hub(training_args) -> bool:
     """With ``--push_to_hub``, check the repository name and the token before training; return whether to push.
 
-    The upload happens once, at the end, through :func:`hf_reservoir.hub.push_model` (the path ``hf-reservoir
+    The upload happens once, at the end, through [`hf_reservoir.hub.push_model`] (the path ``hf-reservoir
     push`` takes: the model folder with its card and remote-code files), so the Trainer's own per-checkpoint
     pushes are turned off.
     """

@@ -39,7 +39,7 @@ def compile_modes(device: str, backend: str) -> dict[str, dict]:
 
 def compiled(s: dict, device: str, dtype: torch.dtype, backend: str, peak: float) -> dict:
     """Graph breaks (``torch._dynamo.explain``), and the step time, TFLOP/s and MFU (against ``peak``) of each
-    model eager and under every mode of :func:`compile_modes`. A model or mode that fails to compile is reported
+    model eager and under every mode of [`compile_modes`]. A model or mode that fails to compile is reported
     with its error instead of stopping the benchmark."""
     import torch._dynamo
 

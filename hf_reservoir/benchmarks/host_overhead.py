@@ -17,7 +17,7 @@ four loops, which take turns inside every repeat (interleaved, in rotating order
 A loop's time per step is the time between the first and the last step's begin, divided by the steps between
 them: set-up and tear-down are left out, and everything a loop does between steps (data loading, callbacks,
 the optimizer) is in. Each overhead is the median over repeats of the difference to ``raw`` in the same repeat
-(paired, so that a slow moment of the machine cancels); the README quotes them (issue #25).
+(paired, so that a slow moment of the machine cancels).
 """
 
 from __future__ import annotations
