@@ -1,14 +1,14 @@
 """The paper's IWSLT'14 cell on one GPU, to convergence, in one command (issue #25, item 3).
 
-    python -m benchmarks.gpu_cell --output-dir OUT                  # one CUDA GPU, bf16 (about 8 minutes)
-    python -m benchmarks.gpu_cell --output-dir OUT --dry-run        # the CPU, tiny shapes, a few seconds per arm
+    python -m benchmarks.gpu_cell --output_dir OUT                  # one CUDA GPU, bf16 (about 8 minutes)
+    python -m benchmarks.gpu_cell --output_dir OUT --dry_run        # the CPU, tiny shapes, a few seconds per arm
 
 It runs the sweep ``benchmarks/gpu_cell.yaml`` (regular N = 6 twice, the A/A pair; transformer, FFN and
 transformer-learned 6 + 2; regular_deep 8) as one concurrent lane, each arm patience-stopped (capped by the
 sweep's budget), with one tokenizer for every arm (trained once here unless ``--tokenizer_path``), then writes
 the sweep report (the CPU grid's tables and plots) and the sweep file it ran (``gpu_cell.yaml``, for
-``hf-reservoir sweep OUT/gpu_cell.yaml --report-only``) into ``--output-dir``. Only the sweep file's paths and,
-with ``--dry-run``, the sizes are changed here; the recipe is the file's.
+``hf-reservoir sweep OUT/gpu_cell.yaml --report_only``) into ``--output_dir``. Only the sweep file's paths and,
+with ``--dry_run``, the sizes are changed here; the recipe is the file's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import dataclasses
 import os
 
 import yaml
+
+from hf_reservoir.arguments import FlagParser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO_ROOT, "benchmarks", "gpu_cell.yaml")
@@ -60,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     from hf_reservoir.sweep import cells, run_sweep
     from hf_reservoir.sweep_report import build_report
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", required=True, help="the report and the sweep file it ran")
-    parser.add_argument("--work-dir", default="runs/gpu_cell", help="run folders and the shared tokenizer")
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="the report and the sweep file it ran")
+    parser.add_argument("--work_dir", default="runs/gpu_cell", help="run folders and the shared tokenizer")
     parser.add_argument("--data_path", default="data/de-en", help="the built Debian corpus")
     parser.add_argument("--tokenizer_path", default=None, help="a saved tokenizer (default: trained once here)")
-    parser.add_argument("--dry-run", action="store_true", help="the CPU, tiny shapes")
+    parser.add_argument("--dry_run", action="store_true", help="the CPU, tiny shapes")
     args = parser.parse_args(argv)
     config = cell_config(args)
     os.makedirs(args.output_dir, exist_ok=True)

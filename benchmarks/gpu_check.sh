@@ -3,13 +3,13 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR                        # on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --only install,bench OUT_DIR   # some steps (a device call is capped at 10 min)
-#   bash benchmarks/gpu_check.sh --dry-run OUT_DIR              # here, on the CPU: tiny shapes, a few steps
+#   bash benchmarks/gpu_check.sh --dry_run OUT_DIR              # here, on the CPU: tiny shapes, a few steps
 #
 # Before going to the GPU machine (here, with network):
 #   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any \
 #       -r benchmarks/gpu_requirements.txt -d .wheels
-#   hf-reservoir prepare / python training/prepare_data.py --output-dir data/de-en   (the corpus, 32 MB)
+#   hf-reservoir prepare / python training/prepare_data.py --output_dir data/de-en   (the corpus, 32 MB)
 # and carry .wheels/ and data/de-en/ (both gitignored) with the tree.
 #
 # Steps (--only picks some, comma-separated; default all): install: offline from .wheels (transformers pinned
@@ -23,13 +23,13 @@ dry_run=0
 only=install,tests,bench,cell
 while [[ "${1:-}" == --* ]]; do
     case "$1" in
-        --dry-run) dry_run=1; shift ;;
+        --dry_run) dry_run=1; shift ;;
         --only) only=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 wants() { [[ ",$only," == *",$1,"* ]]; }
-out="${1:?usage: bash benchmarks/gpu_check.sh [--dry-run] OUT_DIR}"
+out="${1:?usage: bash benchmarks/gpu_check.sh [--dry_run] OUT_DIR}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 log="$out/gpu_check.log"
@@ -65,7 +65,7 @@ else
     device=cpu
     compile_backend=eager  # graph breaks are found the same way; inductor's C++ build would take minutes
     bench_shapes=(--tiny --dtype fp32)
-    cell=(--dry-run)
+    cell=(--dry_run)
 fi
 step versions "$python" -c "import torch, transformers, accelerate, datasets, sentencepiece, sacrebleu, hf_reservoir
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')
@@ -75,13 +75,13 @@ if wants tests; then
 fi
 if wants bench; then
     step step_cost "$python" -m benchmarks.step_cost --device $device "${bench_shapes[@]}" --compile \
-        --compile-backend $compile_backend --output-dir "$out" --name step_cost
+        --compile_backend $compile_backend --output_dir "$out" --name step_cost
 fi
 data=${DATA_PATH:-data/de-en}  # the built corpus, carried with the tree
 tokenizer=()
 if [[ -f "$data/tokenizer/vocab.json" ]]; then tokenizer=(--tokenizer_path "$data/tokenizer"); fi
 if wants cell; then
-    step cell "$python" -m benchmarks.gpu_cell --output-dir "$out" --work-dir "${WORK_DIR:-/tmp/hf_reservoir_cell}" \
+    step cell "$python" -m benchmarks.gpu_cell --output_dir "$out" --work_dir "${WORK_DIR:-/tmp/hf_reservoir_cell}" \
         --data_path "$data" "${tokenizer[@]}" "${cell[@]}"
 fi
 grep "^===" "$log"

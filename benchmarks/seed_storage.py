@@ -5,7 +5,6 @@ python -m benchmarks.seed_storage            # writes results/seed_storage.{json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -13,7 +12,7 @@ import tempfile
 import yaml
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel
-from hf_reservoir.arguments import ModelArguments
+from hf_reservoir.arguments import FlagParser, ModelArguments
 
 CONFIGS = {
     "demo (training/configs/demo_cpu.yaml, vocab 4000)": ("training/configs/demo_cpu.yaml", 4000),
@@ -47,8 +46,8 @@ def model_from_yaml(path: str, vocab: int) -> ReservoirMarianMTModel:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output-dir", default="results")
+    parser = FlagParser(description=__doc__)
+    parser.add_argument("--output_dir", default="results")
     args = parser.parse_args(argv)
     report = {}
     for name, (path, vocab) in CONFIGS.items():

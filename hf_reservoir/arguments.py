@@ -8,6 +8,7 @@ added to the config becomes a flag with no second declaration.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
 import sys
@@ -16,6 +17,23 @@ from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from transformers import MarianConfig
 
 from .configuration_reservoir import ReservoirMarianConfig
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose every ``--multi_word`` flag is also accepted as ``--multi-word`` (and the other way
+    round), so that each command takes both spellings, as ``HfArgumentParser`` does for ``train``; the help and the
+    docs show the underscore one, transformers' spelling."""
+
+    def add_argument(self, *names, **kwargs):
+        if names and all(name.startswith("--") for name in names):
+            spellings = []
+            for name in names:
+                for spelling in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                    if spelling not in spellings:
+                        spellings.append(spelling)
+            names = tuple(spellings)
+        return super().add_argument(*names, **kwargs)
+
 
 SET_AT_SAVE = ("reservoir_checksums",)  # written by save_pretrained, never set by hand
 
@@ -246,4 +264,11 @@ class ConvergenceArguments:
             )
 
 
-__all__ = ["ModelArguments", "DataArguments", "ConvergenceArguments", "config_field_help", "reservoir_flags"]
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "ConvergenceArguments",
+    "FlagParser",
+    "config_field_help",
+    "reservoir_flags",
+]

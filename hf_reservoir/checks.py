@@ -1,4 +1,5 @@
-"""Checks that run before any training: settings, the output folder, the tokenizer, a resume.
+"""Checks that run before any training: settings, the output folder, the tokenizer, a resume; and the two steps that
+prepare a run (its training arguments, its output folder), named for what they change.
 
 Each refuses a bad value with one sentence (what was wrong, which value, what to do) before data is read
 or a model is built, so that a mistake costs seconds, not a run.
@@ -17,34 +18,39 @@ from transformers.utils import CONFIG_NAME
 from .arguments import ConvergenceArguments, DataArguments, ModelArguments
 from .configuration_reservoir import ReservoirMarianConfig, reservoir_types_per_layer
 from .data import check_buckets
-from .run_folder import CHECKPOINT_NAME, MODEL_DIR, TOKENIZER_DIR, earlier_run_files
+from .run_folder import MODEL_DIR, TOKENIZER_DIR, earlier_run_files, last_checkpoint
 from .stopping import check_cooldown_end
 
 logger = logging.getLogger(__name__)
 
 
-def check_run_settings(
+def build_run_config(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args,
     convergence_args: ConvergenceArguments,
 ) -> ReservoirMarianConfig:
-    """Check the settings that need more than one arguments object, before touching data (a bad config fails
-    in a second); returns the validated config of the model the flags ask for (the tokenizer's vocabulary and
-    special ids are filled in once it is loaded)."""
+    """Build the config of the model the flags ask for (which validates its fields), and check the settings that
+    need more than one arguments object, before touching data (a bad config fails in a second). The tokenizer's
+    vocabulary and special ids are filled in once it is loaded. Changes nothing."""
     config = ReservoirMarianConfig(**model_args.config_kwargs())
     if not model_args.model_name_or_path:
         check_lengths(data_args, model_args.max_position_embeddings)
-    if training_args.dataloader_pin_memory and not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on the CPU it only warns
-    if not training_args.predict_with_generate:  # BLEU needs generated ids, not logits
-        logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
-        training_args.predict_with_generate = True
     check_cooldown_end(convergence_args.lr_cooldown, convergence_args.budget_seconds, training_args.max_steps)
     if data_args.length_buckets is not None:
         longest = max(data_args.max_source_length, data_args.max_target_length)
         check_buckets(data_args.length_buckets, data_args.max_tokens, longest, "max_source_length/max_target_length")
     return config
+
+
+def settle_training_arguments(training_args) -> None:
+    """Set the two training arguments a translation run needs whatever the user gave: no pinned memory without an
+    accelerator (it only warns there), and generation during evaluation (BLEU is computed on generated text)."""
+    if training_args.dataloader_pin_memory and not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False
+    if not training_args.predict_with_generate:
+        logger.warning("predict_with_generate was off; turning it on, since BLEU is computed on generated text.")
+        training_args.predict_with_generate = True
 
 
 def check_lengths(data_args: DataArguments, max_position_embeddings: int) -> None:
@@ -84,19 +90,27 @@ def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig)
 
 
 def check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
-    """Refuse to overwrite an earlier run's files, and an output_dir that cannot be written, before training."""
+    """Refuse an output_dir whose earlier run would be overwritten without ``overwrite`` (or a resume), and one where
+    the model folder's place is taken by a file. Reads only."""
     model_dir = os.path.join(output_dir, MODEL_DIR)
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise ValueError(f"{model_dir} is a file, but the trained model is saved there; move or delete it.")
     earlier = earlier_run_files(output_dir)
-    if earlier and not resuming:
-        if not overwrite:
-            raise ValueError(
-                f"output_dir={output_dir} holds an earlier run ({', '.join(earlier)}). Resume it with "
-                "--resume_from_checkpoint last, start over with --overwrite_output_dir true (its files are "
-                "replaced), or choose a new output_dir."
-            )
-        for name in earlier:  # a fresh start: the old tokenizer and checkpoints must not leak into it
+    if earlier and not resuming and not overwrite:
+        raise ValueError(
+            f"output_dir={output_dir} holds an earlier run ({', '.join(earlier)}). Resume it with "
+            "--resume_from_checkpoint last, start over with --overwrite_output_dir true (its files are "
+            "replaced), or choose a new output_dir."
+        )
+
+
+def prepare_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
+    """Check the output folder ([`check_output_dir`]), then, for a fresh start over an earlier run, delete that run's
+    files (its old tokenizer and checkpoints must not leak into the new one), and make sure the folder exists and
+    can be written, before any training."""
+    check_output_dir(output_dir, resuming, overwrite)
+    if not resuming:
+        for name in earlier_run_files(output_dir):
             path = os.path.join(output_dir, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     try:
@@ -203,29 +217,6 @@ def check_resume_layout(checkpoint: str, config: ReservoirMarianConfig) -> None:
             f"Refusing to resume from {checkpoint}: the reservoir layout changed ({'; '.join(changed)}). Resume with "
             "the settings of the checkpoint, or start a new run in a new output_dir."
         )
-
-
-def last_checkpoint(output_dir: str) -> str | None:
-    """The newest *complete* checkpoint in ``output_dir`` (weights and trainer state written), or None.
-
-    A checkpoint cut short by a crash or a full disk is skipped with a warning, so resuming falls back to the
-    newest one that can be loaded instead of failing.
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    found = sorted(
-        (int(m.group(1)), name)
-        for name in os.listdir(output_dir)
-        if (m := CHECKPOINT_NAME.fullmatch(name)) and os.path.isdir(os.path.join(output_dir, name))
-    )
-    for _, name in reversed(found):
-        path = os.path.join(output_dir, name)
-        files = set(os.listdir(path))
-        weights = [f for f in files if f.endswith(".safetensors") and os.path.getsize(os.path.join(path, f)) > 0]
-        if "trainer_state.json" in files and "config.json" in files and weights:
-            return path
-        logger.warning("Skipping the incomplete checkpoint %s (weights or trainer state missing).", path)
-    return None
 
 
 def resolve_resume(training_args) -> str | None:

@@ -99,10 +99,10 @@ def add_push(commands) -> None:
     push.add_argument("repo_id", help="Hub repository, e.g. your-name/reservoir-de-en")
     push.add_argument("--private", action="store_true", help="create a private repository")
     push.add_argument("--revision", default=None, help="upload to this branch (created if missing)")
-    push.add_argument("--seed-only", action="store_true", help="store reservoirs as their seed, not weights")
-    push.add_argument("--export-dir", default=None, help="keep the Hub-ready folder here")
+    push.add_argument("--seed_only", action="store_true", help="store reservoirs as their seed, not weights")
+    push.add_argument("--export_dir", default=None, help="keep the Hub-ready folder here")
     push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
-    push.add_argument("--dry-run", action="store_true", help="list what would be uploaded and stop")
+    push.add_argument("--dry_run", action="store_true", help="list what would be uploaded and stop")
 
 
 def push_main(args) -> int:
@@ -254,14 +254,14 @@ def add_prepare(commands) -> None:
     from .corpus import DEFAULT_CACHE_DIR
 
     prepare = commands.add_parser("prepare", help="build the offline de-en corpus from Debian packages")
-    prepare.add_argument("--output-dir", required=True, help="where the corpus is written")
-    prepare.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where downloaded .deb files are kept")
-    prepare.add_argument("--deb-dir", default=None, help="a folder that already holds the four .deb files")
+    prepare.add_argument("--output_dir", required=True, help="where the corpus is written")
+    prepare.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="where downloaded .deb files are kept")
+    prepare.add_argument("--deb_dir", default=None, help="a folder that already holds the four .deb files")
     prepare.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus")
-    prepare.add_argument("--tokenizer-dir", default=None, help="also train a MarianTokenizer here")
-    prepare.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece pieces")
-    prepare.add_argument("--source-lang", default="de")
-    prepare.add_argument("--target-lang", default="en")
+    prepare.add_argument("--tokenizer_dir", default=None, help="also train a MarianTokenizer here")
+    prepare.add_argument("--vocab_size", type=int, default=8000, help="SentencePiece pieces")
+    prepare.add_argument("--source_lang", default="de")
+    prepare.add_argument("--target_lang", default="en")
 
 
 def prepare_main(args) -> int:
@@ -292,9 +292,9 @@ def add_sweep(commands) -> None:
     sweep.add_argument("config", help="the sweep YAML")
     sweep.add_argument("--list", action="store_true", help="print the cells and stop")
     sweep.add_argument("--cell", action="append", help="run only this cell (repeatable)")
-    sweep.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    sweep.add_argument("--report_only", action="store_true", help="only rebuild the report from the run folders")
     sweep.add_argument(
-        "--report-dir",
+        "--report_dir",
         default=None,
         help="where the table and plots go (default: the config's report_dir, else beside it)",
     )
@@ -353,7 +353,7 @@ def add_slow_starts(commands) -> None:
         "slow-starts", help="count the runs of each recipe that learned much more slowly than their seeds' median"
     )
     slow.add_argument("config", help="a YAML naming each recipe's run folders (see hf_reservoir/slow_start.py)")
-    slow.add_argument("--report-dir", default=None, help="where slow_starts.md/.json go (default: next to config)")
+    slow.add_argument("--report_dir", default=None, help="where slow_starts.md/.json go (default: next to config)")
 
 
 def slow_starts_main(args) -> int:
@@ -416,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":  # the Trainer's own flags: parsed by HfArgumentParser, not argparse
         return train_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="hf-reservoir", description="Reservoir Transformers for HF Transformers")
+    from .arguments import FlagParser
+
+    parser = FlagParser(prog="hf-reservoir", description="Reservoir Transformers for HF Transformers")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "train",

@@ -66,7 +66,7 @@ def _run_apt(args: list[str], cwd: str) -> None:
         raise CorpusBuildError(
             f"`{' '.join(args)}` could not run: {error}. The corpus is built from Debian packages; run on a "
             "Debian or Ubuntu machine, or download the .deb files of "
-            f"{', '.join(PACKAGES)} elsewhere and pass --deb-dir."
+            f"{', '.join(PACKAGES)} elsewhere and pass --deb_dir."
         ) from error
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
@@ -74,7 +74,7 @@ def _run_apt(args: list[str], cwd: str) -> None:
             f"`{' '.join(args)}` failed with exit code {result.returncode}: {' / '.join(detail)}. "
             "Building the corpus needs Debian's package archive: check the network to the archive, and run "
             "as root (or with sudo) if `apt-get update` has never run on this machine. Alternatively download "
-            f"the .deb files of {', '.join(PACKAGES)} elsewhere and pass --deb-dir."
+            f"the .deb files of {', '.join(PACKAGES)} elsewhere and pass --deb_dir."
         )
 
 
@@ -374,7 +374,7 @@ def build_corpus(
         debs = {p: _cached_deb(deb_dir, p) for p in PACKAGES}
         missing = [p for p, path in debs.items() if path is None]
         if missing:
-            raise CorpusBuildError(f"--deb-dir {deb_dir} lacks {', '.join(m + '_*.deb' for m in missing)}.")
+            raise CorpusBuildError(f"--deb_dir {deb_dir} lacks {', '.join(m + '_*.deb' for m in missing)}.")
     else:
         debs = fetch_packages(cache_dir)
     stats = CorpusStats(packages={p: _deb_version(path) for p, path in debs.items()})

@@ -169,7 +169,7 @@ def detect_format(path: str) -> str:
         if path.startswith((".", "/", "~")) or path.count("/") > 1:
             raise DataError(
                 f"The data path {path} does not exist. Build the default corpus with "
-                "`python training/prepare_data.py --output-dir PATH`, or give a Hub data set name such as iwslt2017."
+                "`python training/prepare_data.py --output_dir PATH`, or give a Hub data set name such as iwslt2017."
             )
         return "hub"
     if not os.path.isdir(path):
@@ -256,7 +256,7 @@ def _read_splits(path_or_name: str, data_format: str, hub_config: str | None, la
             raise DataError(
                 f"Could not load the data set {path_or_name!r} (config {hub_config!r}) from the Hub: {error}. If you "
                 f"meant a local folder, {os.path.abspath(path_or_name)} does not exist; build the default corpus "
-                "with `hf-reservoir prepare --output-dir PATH`."
+                "with `hf-reservoir prepare --output_dir PATH`."
             ) from error
         if "validation" not in loaded:
             for alias in SPLIT_ALIASES["validation"][1:]:

@@ -7,6 +7,7 @@ read these names from here, so that a run folder is laid out in one place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -20,6 +21,8 @@ TRAIN_LOG = "train.log"  # a sweep run's output
 SCORING_FILE = "scoring.json"  # inside MODEL_DIR: how the reported scores were decoded
 CORPUS_STATS_FILE = "stats.json"  # inside a built corpus folder: sizes, sources, licences
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+logger = logging.getLogger(__name__)
 
 
 def earlier_run_files(output_dir: str) -> list[str]:
@@ -43,3 +46,26 @@ def write_run_file(run_dir: str, name: str, value: dict) -> str:
         json.dump(value, handle, indent=2, default=str)
         handle.write("\n")
     return path
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest *complete* checkpoint in ``output_dir`` (weights and trainer state written), or None.
+
+    A checkpoint cut short by a crash or a full disk is skipped with a warning, so resuming falls back to the
+    newest one that can be loaded instead of failing.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    found = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (m := CHECKPOINT_NAME.fullmatch(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(found):
+        path = os.path.join(output_dir, name)
+        files = set(os.listdir(path))
+        weights = [f for f in files if f.endswith(".safetensors") and os.path.getsize(os.path.join(path, f)) > 0]
+        if "trainer_state.json" in files and "config.json" in files and weights:
+            return path
+        logger.warning("Skipping the incomplete checkpoint %s (weights or trainer state missing).", path)
+    return None

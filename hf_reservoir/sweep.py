@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from .configuration_reservoir import RESERVOIR_TYPES as RESERVOIR_MODELS  # every reservoir type is a model
-from .run_folder import CONVERGENCE_FILE, CONVERGENCE_PLOT, RECIPE_FILE, RESULTS_FILE, TRAIN_LOG
+from .run_folder import CONVERGENCE_FILE, CONVERGENCE_PLOT, RECIPE_FILE, RESULTS_FILE, TRAIN_LOG, last_checkpoint
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -253,8 +253,6 @@ def collect_finished(config: SweepConfig, grid: list[Cell]) -> list[str]:
 
 def train_command(config: SweepConfig, cell: Cell, python: str = sys.executable) -> list[str]:
     """The run's command; an unfinished run with a complete checkpoint resumes from it (clock and curve too)."""
-    from .checks import last_checkpoint
-
     command = [python, "-m", "hf_reservoir.cli", "train", *cell_arguments(config, cell)]
     if last_checkpoint(os.path.join(config.output_dir, cell.name)):
         command += ["--resume_from_checkpoint", "last"]

@@ -519,7 +519,7 @@ def check_report_dir(config: SweepConfig, report_dir: str) -> None:
         raise ValueError(
             f"{report_dir} holds the report of another sweep (its runs include {theirs[0]}, which is not a cell of "
             f"this one); writing here would overwrite it. Set report_dir in the sweep's config or pass "
-            "--report-dir; if it is this sweep's own older report (before cells were removed), delete its "
+            "--report_dir; if it is this sweep's own older report (before cells were removed), delete its "
             "summary.json."
         )
 

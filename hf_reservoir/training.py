@@ -15,14 +15,15 @@ from transformers import Seq2SeqTrainingArguments
 
 from .arguments import ConvergenceArguments, DataArguments, ModelArguments
 from .checks import (
+    build_run_config,
     check_lengths,
-    check_output_dir,
     check_resume_layout,
-    check_run_settings,
     check_shape_flags,
     check_tokenizer_matches_model,
+    prepare_output_dir,
     resolve_resume,
     resolve_tokenizer,
+    settle_training_arguments,
 )
 from .configuration_reservoir import ReservoirMarianConfig
 from .convergence import ConvergenceCallback
@@ -101,7 +102,7 @@ def record_run_splits(stats: dict, corpus, data_args: DataArguments) -> None:
 
 def build_model(model_args: ModelArguments, config: ReservoirMarianConfig, tokenizer) -> ReservoirMarianMTModel:
     """A saved model (``model_name_or_path``, checked against the flags), or a new one from ``config`` (the
-    config [`~hf_reservoir.checks.check_run_settings`] validated) with the tokenizer's vocabulary and ids."""
+    config [`~hf_reservoir.checks.build_run_config`] built) with the tokenizer's vocabulary and ids."""
     if model_args.model_name_or_path:
         model = ReservoirMarianMTModel.from_pretrained(model_args.model_name_or_path)
         check_shape_flags(model_args, model.config)
@@ -218,7 +219,7 @@ def print_results(report: dict, final_dir: str, evaluation_beams: int) -> None:
     print(f"  saved model:                   {final_dir}")
 
 
-def check_push_to_hub(training_args) -> bool:
+def settle_push_to_hub(training_args) -> bool:
     """With ``--push_to_hub``, check the repository name and the token before training; return whether to push.
 
     The upload happens once, at the end, through [`hf_reservoir.hub.push_model`] (the path ``hf-reservoir
@@ -291,7 +292,8 @@ def run_training(
     """
     from transformers import set_seed
 
-    config = check_run_settings(model_args, data_args, training_args, convergence_args)
+    config = build_run_config(model_args, data_args, training_args, convergence_args)
+    settle_training_arguments(training_args)
     final_beams = convergence_args.final_num_beams or training_args.generation_num_beams or 1
     cooldown = convergence_args.lr_cooldown or None
     clock = ConvergenceCallback(
@@ -309,9 +311,9 @@ def run_training(
     )
     if changes:
         clock.part_notes["recipe_changes"] = changes
-    push = check_push_to_hub(training_args)
+    push = settle_push_to_hub(training_args)
     if training_args.process_index == 0:
-        check_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
+        prepare_output_dir(training_args.output_dir, bool(resume), data_args.overwrite_output_dir)
         recipe_record = record_recipe(training_args.output_dir, recipe, changes)
     else:
         recipe_record = {"recipe": recipe, "changes": changes}

@@ -11,7 +11,7 @@ from .conftest import REPO_ROOT
 
 
 def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
-    report = main(["--tiny", "--device", "cpu", "--output-dir", str(tmp_path), "--name", "smoke"])
+    report = main(["--tiny", "--device", "cpu", "--output_dir", str(tmp_path), "--name", "smoke"])
     written = json.loads((tmp_path / "smoke.json").read_text())
     # Every ratio is its row's seconds over the baseline row's, measured in this run (not the baseline to itself).
     per_layer = written["per_layer"]
@@ -51,11 +51,11 @@ def test_step_cost_benchmark_runs_at_tiny_shapes(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(corpus_dir, tmp_path):
-    """benchmarks/gpu_check.sh --dry-run: every step of the GPU script, on the CPU at tiny shapes."""
+    """benchmarks/gpu_check.sh --dry_run: every step of the GPU script, on the CPU at tiny shapes."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "DATA_PATH": str(corpus_dir), "WORK_DIR": str(tmp_path / "work")}
     done = subprocess.run(
-        ["bash", os.path.join(REPO_ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", str(out)],
+        ["bash", os.path.join(REPO_ROOT, "benchmarks", "gpu_check.sh"), "--dry_run", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def test_recipe_speed_benchmark_runs_on_real_batches(corpus_dir, tokenizer_dir, 
     from benchmarks.recipe_speed import main as recipe_speed
 
     argv = ["--tiny", "--data_path", str(corpus_dir), "--tokenizer_path", str(tokenizer_dir)]
-    report = recipe_speed([*argv, "--output-dir", str(tmp_path), "--name", "smoke"])
+    report = recipe_speed([*argv, "--output_dir", str(tmp_path), "--name", "smoke"])
     assert list(report["variants"]) == list(VARIANTS)
     first = next(iter(report["variants"].values()))
     assert first["step_time_ratio"] == 1.0 and first["pairs_per_second"] > 0
@@ -102,7 +102,7 @@ def test_host_overhead_benchmark_times_every_loop(tmp_path, capsys):
     from hf_reservoir.benchmarks.host_overhead import ARMS
     from hf_reservoir.benchmarks.host_overhead import main as host_overhead
 
-    report = host_overhead(["--steps", "4", "--repeats", "2", "--warmup", "0", "--output-dir", str(tmp_path)])
+    report = host_overhead(["--steps", "4", "--repeats", "2", "--warmup", "0", "--output_dir", str(tmp_path)])
     assert list(report["arms"]) == list(ARMS)
     assert all(len(row["repeats_ms"]) == 2 and min(row["repeats_ms"]) > 0 for row in report["arms"].values())
     assert report["arms"]["raw"]["overhead_ms_vs_raw"] == 0 and report["arms"]["raw"]["ratio_to_raw"] == 1
@@ -111,6 +111,6 @@ def test_host_overhead_benchmark_times_every_loop(tmp_path, capsys):
     # (a guard that let it through would write its report: here into a scratch folder, not over a committed file).
     refused = tmp_path / "refused"
     with pytest.raises(SystemExit) as exit_:
-        host_overhead(["--steps", "2", "--output-dir", str(refused)])
+        host_overhead(["--steps", "2", "--output_dir", str(refused)])
     assert exit_.value.code == 2 and not refused.exists()
     assert "--steps 2: at least 3" in capsys.readouterr().err

@@ -9,9 +9,10 @@ from hf_reservoir.checks import (
     check_output_dir,
     check_resume_layout,
     check_tokenizer_matches_model,
-    last_checkpoint,
+    prepare_output_dir,
     resolve_tokenizer,
 )
+from hf_reservoir.run_folder import last_checkpoint
 
 from .conftest import tiny_config
 from .test_reliability import pairs, run_cli, save_tokenizer_stub
@@ -56,10 +57,14 @@ def test_a_used_output_dir_is_refused_and_keeps_its_bytes(tmp_path, capsys):
     line = run_cli(["train", "--output_dir", str(out), "--data_path", str(tmp_path / "nowhere")], capsys)
     assert str(out) in line and "--overwrite_output_dir" in line and "--resume_from_checkpoint last" in line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    # Resuming or an explicit overwrite is allowed; the overwrite clears the earlier run's files.
-    check_output_dir(str(out), resuming=True, overwrite=False)
-    assert (out / "results.json").exists()
-    check_output_dir(str(out), resuming=False, overwrite=True)
+    # Resuming or an explicit overwrite is allowed, and the check itself changes nothing; preparing the folder for an
+    # overwrite clears the earlier run's files, for a resume it keeps them.
+    for resuming, overwrite in ((True, False), (False, True)):
+        check_output_dir(str(out), resuming=resuming, overwrite=overwrite)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    prepare_output_dir(str(out), resuming=True, overwrite=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    prepare_output_dir(str(out), resuming=False, overwrite=True)
     assert os.listdir(out) == []
 
 

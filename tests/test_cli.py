@@ -62,3 +62,20 @@ def test_yaml_mappings_reach_the_training_arguments_intact(tmp_path):
     _, _, training_args, _ = parse_training_argv([str(config)])
     assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-05}
     assert training_args.report_to == ["tensorboard"]  # a one-item list for a one-value option
+
+
+def test_every_multi_word_flag_takes_both_spellings(tmp_path, capsys):
+    """``--output_dir`` (the docs' spelling, transformers') and ``--output-dir`` reach the same setting, for the
+    argparse commands as for ``train``."""
+    from hf_reservoir.benchmarks.host_overhead import main as host_overhead
+
+    for spelling in ("--output_dir", "--output-dir"):
+        with pytest.raises(SystemExit) as exit_:  # refused for its --steps, after the output folder was parsed
+            host_overhead(["--steps", "2", spelling, str(tmp_path / "x")])
+        assert exit_.value.code == 2
+    capsys.readouterr()
+    for spelling in ("--source_lang", "--source-lang"):
+        with pytest.raises(SystemExit):
+            main(["prepare", spelling, "fr", "--help"])
+        assert "--output_dir OUTPUT_DIR, --output-dir OUTPUT_DIR" in capsys.readouterr().out
+    assert "unrecognized" not in capsys.readouterr().err

@@ -105,7 +105,7 @@ def test_apt_failure_gives_a_clear_error(tmp_path, monkeypatch):
         fetch_packages(str(tmp_path / "cache"))
     message = str(excinfo.value)
     assert "apt-get download" in message and "exit code 100" in message and "Failed to fetch" in message
-    assert "--deb-dir" in message
+    assert "--deb_dir" in message
 
 
 def test_apt_update_without_root_gives_a_clear_error(tmp_path, monkeypatch):

@@ -192,7 +192,7 @@ def test_push_command_dry_run_and_mocked_upload(tokenizer_dir, tmp_path, capsys)
     model_dir = tmp_path / "model"
     save_model_with_tokenizer(tokenizer_dir, model_dir)
     with mock.patch("huggingface_hub.HfApi", side_effect=AssertionError("dry run must not touch the Hub")):
-        assert main(["push", str(model_dir), "someone/model", "--dry-run", "--seed-only"]) == 0
+        assert main(["push", str(model_dir), "someone/model", "--dry_run", "--seed_only"]) == 0
     out = capsys.readouterr().out
     assert "Would upload" in out and "model.safetensors" in out and "modeling_reservoir.py" in out
 
@@ -215,7 +215,7 @@ def test_push_command_dry_run_and_mocked_upload(tokenizer_dir, tmp_path, capsys)
 def test_push_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
     from hf_reservoir.cli import main
 
-    assert main(["push", str(tmp_path), "someone/model", "--dry-run"]) == 2
+    assert main(["push", str(tmp_path), "someone/model", "--dry_run"]) == 2
     assert "config.json" in capsys.readouterr().err
 
 

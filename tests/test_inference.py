@@ -116,7 +116,7 @@ def test_an_empty_folder_is_named_as_the_missing_model(command, tmp_path, capsys
     argv = {
         "evaluate": ["evaluate", str(empty), "--output_dir", str(tmp_path / "out"), "--data_path", "nowhere"],
         "translate": ["translate", str(empty)],
-        "push": ["push", str(empty), "someone/x", "--dry-run"],
+        "push": ["push", str(empty), "someone/x", "--dry_run"],
     }[command]
     error = run_cli(argv, capsys)
     assert str(empty) in error and "config.json" in error and "model.safetensors" in error, error
@@ -161,12 +161,11 @@ def test_loading_the_best_checkpoint_warns_only_about_keys_really_missing(tmp_pa
 def test_no_pin_memory_on_a_machine_without_an_accelerator():
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_reservoir.arguments import ConvergenceArguments, DataArguments, ModelArguments
-    from hf_reservoir.checks import check_run_settings
+    from hf_reservoir.checks import settle_training_arguments
 
     args = Seq2SeqTrainingArguments(output_dir="unused", report_to="none")  # the main job's: no use_cpu
     assert args.dataloader_pin_memory  # the Trainer's default, which warns on the CPU
-    check_run_settings(ModelArguments(), DataArguments(), args, ConvergenceArguments())
+    settle_training_arguments(args)
     assert args.dataloader_pin_memory is torch.cuda.is_available()
 
 

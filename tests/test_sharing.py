@@ -55,7 +55,7 @@ def _sweep_command(path) -> list[str]:
 
 
 def _complete_checkpoints(run_dir) -> list[int]:
-    from hf_reservoir.checks import last_checkpoint
+    from hf_reservoir.run_folder import last_checkpoint
 
     found = last_checkpoint(run_dir)
     return [int(found.rsplit("-", 1)[1])] if found else []

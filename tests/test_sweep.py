@@ -407,10 +407,10 @@ def test_two_sweeps_in_one_folder_cannot_overwrite_each_others_report(tmp_path, 
         sweep = {"train_config": "unused.yaml", "output_dir": output_dir, "models": ["regular", "transformer"]}
         sweep.update(updatable_layers=[2], seeds=[1], reservoir_layers=2)
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(sweep))
-    assert main(["sweep", "series.yaml", "--report-only"]) == 0
+    assert main(["sweep", "series.yaml", "--report_only"]) == 0
     table = (tmp_path / "table.md").read_text()
     capsys.readouterr()
-    # Without --report-only too: refused before run_sweep would start a run.
+    # Without --report_only too: refused before run_sweep would start a run.
     monkeypatch.setattr("hf_reservoir.sweep.run_sweep", lambda *a, **k: pytest.fail("trained before the check"))
     assert main(["sweep", "check.yaml"]) == 2
     error = capsys.readouterr().err
@@ -418,9 +418,9 @@ def test_two_sweeps_in_one_folder_cannot_overwrite_each_others_report(tmp_path, 
     assert "report_dir" in error and (tmp_path / "table.md").read_text() == table
     check = yaml.safe_load((tmp_path / "check.yaml").read_text())
     (tmp_path / "check.yaml").write_text(yaml.safe_dump({**check, "report_dir": "check_report"}))
-    assert main(["sweep", "check.yaml", "--report-only"]) == 0
+    assert main(["sweep", "check.yaml", "--report_only"]) == 0
     assert (tmp_path / "check_report" / "table.md").exists() and (tmp_path / "table.md").read_text() == table
-    assert main(["sweep", "series.yaml", "--report-only"]) == 0  # its own report: rebuilt in place
+    assert main(["sweep", "series.yaml", "--report_only"]) == 0  # its own report: rebuilt in place
 
 
 def test_ratio_plots_tick_only_the_measured_depths(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """Build the offline de-en corpus from Debian packages (and optionally train the tokenizer).
 
-python training/prepare_data.py --output-dir data/de-en
-python training/prepare_data.py --output-dir data/de-en --tokenizer-dir data/tokenizer --vocab-size 8000
+python training/prepare_data.py --output_dir data/de-en
+python training/prepare_data.py --output_dir data/de-en --tokenizer_dir data/tokenizer --vocab_size 8000
 
 A shim over ``hf-reservoir prepare``.
 """

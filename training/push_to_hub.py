@@ -1,6 +1,6 @@
 """Upload a trained model to the Hub: the same as `hf-reservoir push`.
 
-python training/push_to_hub.py runs/demo/model your-name/reservoir-de-en --dry-run
+python training/push_to_hub.py runs/demo/model your-name/reservoir-de-en --dry_run
 """
 
 import os

@@ -3,7 +3,7 @@
     python training/sweep.py results/sweep_cpu/sweep.yaml             # run every cell, then report
     python training/sweep.py results/sweep_cpu/sweep.yaml --list      # the cells
     python training/sweep.py results/sweep_cpu/sweep.yaml --cell regular-N2-seed1   # one cell (clusters)
-    python training/sweep.py results/sweep_cpu/sweep.yaml --report-only
+    python training/sweep.py results/sweep_cpu/sweep.yaml --report_only
 
 Finished cells (with results.json) are skipped, so an interrupted sweep resumes. A shim over
 ``hf-reservoir sweep``.

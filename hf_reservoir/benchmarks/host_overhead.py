@@ -22,13 +22,13 @@ the optimizer) is in. Each overhead is the median over repeats of the difference
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 
 import torch
 
+from ..arguments import FlagParser
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..modeling_reservoir import ReservoirMarianMTModel
 from .measure import machine, write_report
@@ -227,13 +227,13 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="hf-reservoir bench host-overhead", description=__doc__.splitlines()[0])
+    parser = FlagParser(prog="hf-reservoir bench host-overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps per loop and repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="repeats run first and not counted")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--length", type=int, default=16)
-    parser.add_argument("--output-dir", default="results")
+    parser.add_argument("--output_dir", default="results")
     parser.add_argument("--name", default="host_overhead_cpu")
     args = parser.parse_args(argv)
     if args.steps < 3:

@@ -21,6 +21,7 @@ import time
 import torch
 from transformers import DataCollatorForSeq2Seq
 
+from ..arguments import FlagParser
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..data import TokenBatchSampler
 from ..intervals import describe_interval, t_interval
@@ -216,9 +217,7 @@ PROG = "hf-reservoir bench recipe-speed"
 def main(argv: list[str] | None = None) -> dict:
     from .measure import machine, write_report
 
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = FlagParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", default="data/de-en")
     parser.add_argument("--tokenizer_path", default="runs/demo/tokenizer")
     parser.add_argument("--steps", type=int, default=30, help="batches per variant per repeat")
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", action="append", help="measure only this variant (repeatable)")
     parser.add_argument("--tiny", action="store_true", help="a smoke test: tiny model, few steps")
-    parser.add_argument("--output-dir", default="results")
+    parser.add_argument("--output_dir", default="results")
     parser.add_argument("--name", default="recipe_speed_cpu")
     args = parser.parse_args(argv)
     if args.tiny:

@@ -7,7 +7,7 @@
 
 Every number is a median over interleaved repeats after a warm-up: the candidates take turns
 inside each repeat, so drift in machine speed hits them alike. Reported as ratios to a baseline
-measured in the same run. Writes JSON and a markdown table (``--output-dir``).
+measured in the same run. Writes JSON and a markdown table (``--output_dir``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import gc
 import torch
 from transformers import MarianConfig, MarianMTModel
 
+from ..arguments import FlagParser
 from ..configuration_reservoir import RESERVOIR_TYPES as TYPES
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..intervals import describe_interval
@@ -312,16 +313,14 @@ PROG = "hf-reservoir bench step-cost"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = FlagParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--shapes", default="cpu", choices=["cpu", "gpu", "tiny"], help="benchmark sizes")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes for the smoke test (--shapes tiny)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile and count graph breaks")
-    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
-    parser.add_argument("--output-dir", default="results")
+    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend")
+    parser.add_argument("--output_dir", default="results")
     parser.add_argument("--name", default=None, help="file stem (default: step_cost_<device>)")
     args = parser.parse_args(argv)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32

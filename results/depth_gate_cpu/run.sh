@@ -9,5 +9,5 @@ set -eu
 cd "$(dirname "$0")/../.."
 : "${HF_RESERVOIR_RUNS:?set HF_RESERVOIR_RUNS to a folder outside the repository, e.g. \$HOME/hf-reservoir-runs}"
 mkdir -p "$HF_RESERVOIR_RUNS"
-[ -f "$HF_RESERVOIR_RUNS/data/de-en/stats.json" ] || hf-reservoir prepare --output-dir "$HF_RESERVOIR_RUNS/data/de-en"
+[ -f "$HF_RESERVOIR_RUNS/data/de-en/stats.json" ] || hf-reservoir prepare --output_dir "$HF_RESERVOIR_RUNS/data/de-en"
 exec hf-reservoir sweep results/depth_gate_cpu/sweep.yaml >> "$HF_RESERVOIR_RUNS/depth_gate_cpu.log" 2>&1
