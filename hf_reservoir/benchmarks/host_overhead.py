@@ -30,6 +30,7 @@ import torch
 
 from ..arguments import FlagParser
 from ..configuration_reservoir import ReservoirMarianConfig
+from ..intervals import describe_interval, t_interval
 from ..modeling_reservoir import ReservoirMarianMTModel
 from .measure import machine, write_report
 
@@ -174,10 +175,15 @@ def measure(args) -> dict:
     def paired(arm: str, base: str) -> float:
         return 1000 * statistics.median(a - b for a, b in zip(times[arm], times[base]))
 
+    def paired_interval(arm: str, base: str) -> list[float] | None:  # of the mean per-repeat difference, in ms
+        interval = t_interval([1000 * (a - b) for a, b in zip(times[arm], times[base])])
+        return None if interval is None else list(interval)
+
     rows = {
         arm: {
             "ms_per_step": 1000 * statistics.median(times[arm]),
             "overhead_ms_vs_raw": paired(arm, "raw"),
+            "overhead_ms_vs_raw_interval_95": paired_interval(arm, "raw"),
             "ratio_to_raw": statistics.median(a / b for a, b in zip(times[arm], times["raw"])),
             "repeats_ms": [1000 * t for t in times[arm]],
         }
@@ -194,6 +200,7 @@ def measure(args) -> dict:
         },
         "arms": rows,
         "ours_minus_trainer_ms": paired("ours", "Trainer"),
+        "ours_minus_trainer_ms_interval_95": paired_interval("ours", "Trainer"),
         "trainer_minus_loader_ms": paired("Trainer", "raw + DataLoader"),
     }
 
@@ -206,21 +213,26 @@ def markdown(report: dict) -> str:
         f"One fixed batch of {s['batch'][0]} x {s['batch'][1]} tokens, a {TINY['d_model']}-wide model; {s['steps']} "
         f"steps per loop, {s['repeats']} interleaved repeats (after {s['warmup']} warm-up), medians. "
         f"Machine: {report['machine']['processor']}, {report['machine']['threads']} torch threads, torch "
-        f"{report['machine']['torch']}. Overheads and ratios: medians of the per-repeat differences and ratios.",
+        f"{report['machine']['torch']}. Overheads and ratios: medians of the per-repeat differences and ratios; the "
+        "interval is Student's t 95% interval of the mean per-repeat difference (each repeat runs every loop once: "
+        "paired).",
         "",
-        "| loop | ms per step | overhead vs raw (ms) | ratio to raw |",
-        "|---|---|---|---|",
+        "| loop | ms per step | overhead vs raw (ms) | 95% interval (ms) | ratio to raw |",
+        "|---|---|---|---|---|",
     ]
     for arm, row in report["arms"].items():
+        interval = describe_interval(row.get("overhead_ms_vs_raw_interval_95"))
         lines.append(
-            f"| {arm} | {row['ms_per_step']:.2f} | {row['overhead_ms_vs_raw']:+.2f} | {row['ratio_to_raw']:.3f} |"
+            f"| {arm} | {row['ms_per_step']:.2f} | {row['overhead_ms_vs_raw']:+.2f} | {interval} | "
+            f"{row['ratio_to_raw']:.3f} |"
         )
     loading = report["arms"]["raw + DataLoader"]["overhead_ms_vs_raw"]
     lines += [
         "",
         f"Of that: data loading (raw + DataLoader minus raw) {loading:+.2f}"
         f" ms; the Trainer's own loop (Trainer minus raw + DataLoader) {report['trainer_minus_loader_ms']:+.2f} ms; "
-        f"our callbacks (ours minus Trainer) {report['ours_minus_trainer_ms']:+.2f} ms per step.",
+        f"our callbacks (ours minus Trainer) {report['ours_minus_trainer_ms']:+.2f} ms per step "
+        f"({describe_interval(report.get('ours_minus_trainer_ms_interval_95'))}).",
         "",
     ]
     return "\n".join(lines)
