@@ -86,11 +86,7 @@ NOT_MODEL = ("vocab_size", "decoder_vocab_size", "transformers_version", "archit
 def _plain(value):
     """A JSON-comparable form: enums by value, tuples as lists."""
     value = getattr(value, "value", value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def build_recipe(model_args, config, data_args, training_args, convergence_args) -> dict:

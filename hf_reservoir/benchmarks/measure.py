@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..intervals import t_interval
+
 
 def synchronize(device: str) -> None:
     if device == "cuda":
@@ -84,6 +86,4 @@ def write_report(output_dir: str, stem: str, report: dict, text: str) -> None:
 def ratio_interval(samples: dict[str, list[float]], name: str, base: str) -> tuple[float, float] | None:
     """The 95% t interval over repeats of ``name``'s time over ``base``'s in the same repeat (paired, since every
     repeat runs every candidate once)."""
-    from ..intervals import t_interval
-
     return t_interval([mine / theirs for mine, theirs in zip(samples[name], samples[base])])

@@ -24,8 +24,9 @@ from transformers import DataCollatorForSeq2Seq
 from ..arguments import FlagParser
 from ..configuration_reservoir import ReservoirMarianConfig
 from ..data import TokenBatchSampler
-from ..intervals import describe_interval, t_interval
+from ..intervals import describe_interval
 from ..modeling_reservoir import ReservoirMarianMTModel
+from .measure import ratio_interval
 
 BASE = dict(
     d_model=128,
@@ -142,7 +143,8 @@ def measure(args) -> dict:
     setups = {}
     encoded = encode(tokenizer, corpus, 96)  # the demo's maximum lengths
     for name, (overrides, batching, optimizer, *how) in variants.items():
-        precision, compiled = (how + ["fp32", False][len(how) :])[:2]
+        precision = how[0] if how else "fp32"
+        compiled = len(how) > 1 and how[1]
         batches = real_batches(tokenizer, encoded, batching, args.steps, args.seed)
         model, opt = build(tokenizer, overrides, optimizer, args.tiny)
         step_model = torch.compile(model) if compiled else model
@@ -172,10 +174,9 @@ def measure(args) -> dict:
         row["pairs_per_second_ratio"] = row["pairs_per_second"] / rows[base]["pairs_per_second"]
         twin = TWINS.get(name)
         if twin in rows:  # the repeats are interleaved, so each repeat's ratio is paired: an interval over repeats
-            per_repeat = [mine / theirs for mine, theirs in zip(times[name], times[twin])]
             row["twin"] = twin
-            row["step_time_ratio_to_twin"] = statistics.median(per_repeat)
-            row["step_time_ratio_to_twin_interval_95"] = t_interval(per_repeat)
+            row["step_time_ratio_to_twin"] = statistics.median(a / b for a, b in zip(times[name], times[twin]))
+            row["step_time_ratio_to_twin_interval_95"] = ratio_interval(times, name, twin)
     return rows
 
 
