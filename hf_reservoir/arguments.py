@@ -146,7 +146,10 @@ class DataArguments:
     hub_config: str | None = field(default=None, metadata={"help": "Hub config, e.g. iwslt2017-de-en"})
     source_lang: str = field(default="de", metadata={"help": "source language key"})
     target_lang: str = field(default="en", metadata={"help": "target language key"})
-    build_corpus: bool = field(default=False, metadata={"help": "build the Debian corpus at data_path if missing"})
+    build_corpus: bool = field(
+        default=False,
+        metadata={"help": "build the Debian corpus of source_lang-target_lang (one side en) at data_path if missing"},
+    )
     tokenizer_path: str | None = field(
         default=None,
         metadata={

@@ -253,35 +253,57 @@ def translate_main(args) -> int:
 def add_prepare(commands) -> None:
     from .corpus import DEFAULT_CACHE_DIR
 
-    prepare = commands.add_parser("prepare", help="build the offline de-en corpus from Debian packages")
-    prepare.add_argument("--output_dir", required=True, help="where the corpus is written")
+    prepare = commands.add_parser(
+        "prepare", help="build an offline corpus from Debian packages (de-en by default; --list_pairs for the others)"
+    )
+    prepare.add_argument("--output_dir", default=None, help="where the corpus is written (needed unless --list_pairs)")
+    prepare.add_argument(
+        "--pair",
+        default="de-en",
+        help="XX-en or en-XX, XX a language of LibreOffice's help (fr-en, en-ja, ...); one corpus for both directions",
+    )
+    prepare.add_argument("--list_pairs", action="store_true", help="print the pairs the package archive can build")
     prepare.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR, help="where downloaded .deb files are kept")
-    prepare.add_argument("--deb_dir", default=None, help="a folder that already holds the four .deb files")
+    prepare.add_argument("--deb_dir", default=None, help="a folder that already holds the pair's .deb files")
     prepare.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus")
     prepare.add_argument("--tokenizer_dir", default=None, help="also train a MarianTokenizer here")
     prepare.add_argument("--vocab_size", type=int, default=8000, help="SentencePiece pieces")
-    prepare.add_argument("--source_lang", default="de")
-    prepare.add_argument("--target_lang", default="en")
+    prepare.add_argument("--source_lang", default=None, help="the tokenizer's source language (default: the pair's)")
+    prepare.add_argument("--target_lang", default=None, help="the tokenizer's target language (default: the pair's)")
 
 
 def prepare_main(args) -> int:
     import logging
 
-    from .corpus import build_corpus
+    from .corpus import archive_languages, build_corpus, parse_pair
     from .data import load_parallel_corpus
     from .tokenization import train_marian_tokenizer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.list_pairs:
+        languages, left_out = archive_languages()
+        for language in languages:
+            print(f"{language}-en\ten-{language}")
+        for language, why in left_out.items():
+            print(f"# not {language}-en: {why}", file=sys.stderr)
+        return 0
+    if not args.output_dir:
+        raise ValueError("prepare needs --output_dir (where the corpus is written), e.g. --output_dir data/de-en.")
+    pair = parse_pair(args.pair, check_archive=args.deb_dir is None)
     if os.path.exists(os.path.join(args.output_dir, CORPUS_STATS_FILE)) and not args.overwrite:
         logging.info("Using the corpus already in %s (pass --overwrite to rebuild).", args.output_dir)
     else:
-        build_corpus(args.output_dir, cache_dir=args.cache_dir, deb_dir=args.deb_dir, overwrite=args.overwrite)
+        build_corpus(
+            args.output_dir, cache_dir=args.cache_dir, deb_dir=args.deb_dir, overwrite=args.overwrite, pair=pair
+        )
     with open(os.path.join(args.output_dir, CORPUS_STATS_FILE), encoding="utf-8") as handle:
-        logging.info("Splits: %s", json.load(handle)["splits"])
+        stats = json.load(handle)
+    logging.info("Splits: %s", stats["splits"])
     if args.tokenizer_dir:
-        corpus = load_parallel_corpus(args.output_dir, args.source_lang, args.target_lang)
+        source_lang, target_lang = args.source_lang or pair.source, args.target_lang or pair.target
+        corpus = load_parallel_corpus(args.output_dir, source_lang, target_lang)
         tokenizer = train_marian_tokenizer(
-            corpus["train"], args.source_lang, args.target_lang, args.tokenizer_dir, vocab_size=args.vocab_size
+            corpus["train"], source_lang, target_lang, args.tokenizer_dir, vocab_size=args.vocab_size
         )
         logging.info("Tokenizer with %d pieces saved to %s", len(tokenizer), args.tokenizer_dir)
     return 0

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import Counter
 
 import torch
@@ -77,7 +78,8 @@ def _languages_of(folder: str, split: str) -> list[str]:
     found = []
     for name in sorted(os.listdir(folder)):
         stem, dot, suffix = name.rpartition(".")
-        if dot and stem in SPLIT_ALIASES[split] and suffix.isalpha() and len(suffix) <= 3 and suffix not in found:
+        language = re.fullmatch(r"[a-z]{2,3}(-[a-z]{2,4})?", suffix)  # de, fr, pt-br, zh-cn
+        if dot and stem in SPLIT_ALIASES[split] and language and suffix not in found:
             found.append(suffix)
     return found
 

@@ -193,18 +193,6 @@ def translate(model, tokenizer, sentences: list[str], **kwargs) -> list[str]:
     return [text for chunk in iter_translations(model, tokenizer, sentences, **kwargs) for text in chunk]
 
 
-SIGNATURES = {"bleu": "BLEU", "chrf": "CHRF"}
-
-
-def signature(metric: str, hypotheses: list[str], references: list[str]) -> str:
-    """sacrebleu's signature of ``metric`` (it knows the reference count only after scoring once)."""
-    import sacrebleu
-
-    scorer = getattr(sacrebleu, metric)()
-    scorer.corpus_score(hypotheses, [references])
-    return str(scorer.get_signature())
-
-
 def scoring_settings(model_dir: str) -> dict:
     """The settings training scored this model with (``scoring.json``), or ``{}`` for a folder without them."""
     if not os.path.isfile(os.path.join(model_dir, SCORING_FILE)):
@@ -244,7 +232,7 @@ def evaluate_saved_model(
     the model's ``generation_config`` beams, batches of 128, and no truncation beyond the position table.
     """
     from .data import load_parallel_corpus
-    from .metrics import corpus_scores, scores_by_source
+    from .metrics import corpus_scores, score_signatures, scores_by_source
 
     model, tokenizer = load_for_inference(model_name_or_path, device)  # before the data: a wrong folder is named
     recorded = scoring_settings(model_name_or_path)
@@ -275,11 +263,11 @@ def evaluate_saved_model(
         "batch_size": batch_size,
         "max_source_length": max_source_length,
         "max_target_length": max_target_length,
-        **corpus_scores(hypotheses, references),
-        "signature": {name: signature(metric, hypotheses, references) for name, metric in SIGNATURES.items()},
+        **corpus_scores(hypotheses, references, target_lang),
+        "signature": score_signatures(target_lang),
     }
     if "source" in dataset.column_names:
-        report["by_source"] = scores_by_source(hypotheses, references, dataset["source"])
+        report["by_source"] = scores_by_source(hypotheses, references, dataset["source"], target_lang)
     write_evaluation(output_dir, hypotheses, report)
     return report
 

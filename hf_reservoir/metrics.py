@@ -8,17 +8,67 @@ that computes BLEU for training, the sweep report and the model card.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import sacrebleu
 
+logger = logging.getLogger(__name__)
 
-def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """sacrebleu corpus BLEU (13a tokenisation, exp smoothing) and chrF on detokenised strings.
+# BLEU's tokenisation by target language: sacrebleu's recommended one (its own defaults for zh, ja and ko), 13a
+# for the rest. Khmer and Dzongkha write no spaces between words and sacrebleu's tokenizers for them (flores200)
+# download a model, so they are scored on characters. ja-mecab and ko-mecab need MeCab (`pip install
+# hf-reservoir[ja]` for Japanese); without it Japanese falls back to characters and Korean to 13a (it has spaces),
+# with a warning, and the signature records what was used. chrF needs no tokenisation and is always computed.
+BLEU_TOKENIZERS = {
+    "zh": "zh",
+    "zh-cn": "zh",
+    "zh-tw": "zh",
+    "ja": "ja-mecab",
+    "ko": "ko-mecab",
+    "km": "char",
+    "dz": "char",
+}
+BLEU_FALLBACKS = {"ja-mecab": "char", "ko-mecab": "13a"}
+
+
+@functools.cache
+def _tokenizer_works(name: str) -> bool:
+    try:
+        sacrebleu.BLEU(tokenize=name).corpus_score(["a b"], [["a b"]])
+    except Exception:  # sacrebleu raises ImportError, RuntimeError or its own errors when MeCab is missing
+        return False
+    return True
+
+
+@functools.cache
+def bleu_tokenize(target_lang: str | None = None) -> str:
+    """sacrebleu's tokenisation for BLEU on ``target_lang`` text ([`BLEU_TOKENIZERS`]; 13a for English and
+    unknown languages)."""
+    name = BLEU_TOKENIZERS.get((target_lang or "en").lower(), "13a")
+    if name in BLEU_FALLBACKS and not _tokenizer_works(name):
+        fallback = BLEU_FALLBACKS[name]
+        logger.warning(
+            "BLEU on %s text would use sacrebleu's %s tokenizer, which needs MeCab (pip install 'sacrebleu[%s]'); "
+            "scoring with %s instead (the signature says so).",
+            target_lang,
+            name,
+            name[:2],
+            fallback,
+        )
+        name = fallback
+    return name
+
+
+def corpus_scores(predictions: list[str], references: list[str], target_lang: str | None = None) -> dict[str, float]:
+    """sacrebleu corpus BLEU (the target language's tokenisation, [`bleu_tokenize`]; exp smoothing) and chrF on
+    detokenised strings.
 
     Args:
         predictions (`list[str]`): system outputs, one per segment.
         references (`list[str]`): one reference per segment.
+        target_lang (`str`, *optional*): the language of the text (13a tokenisation when unset or ``en``).
 
     Returns:
         `dict`: ``{"bleu": ..., "chrf": ...}`` on the 0-100 scale.
@@ -27,9 +77,18 @@ def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, fl
         raise ValueError(
             f"Got {len(predictions)} predictions and {len(references)} references; give one reference per prediction."
         )
-    bleu = sacrebleu.corpus_bleu(predictions, [references])
+    bleu = sacrebleu.BLEU(tokenize=bleu_tokenize(target_lang)).corpus_score(predictions, [references])
     chrf = sacrebleu.corpus_chrf(predictions, [references])
     return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+def score_signatures(target_lang: str | None = None) -> dict[str, str]:
+    """sacrebleu's signatures of the scores [`corpus_scores`] computes (one reference per segment)."""
+    signatures = {}
+    for name, scorer in (("bleu", sacrebleu.BLEU(tokenize=bleu_tokenize(target_lang))), ("chrf", sacrebleu.CHRF())):
+        scorer.corpus_score(["a"], [["a"]])  # the signature knows the reference count only after scoring
+        signatures[name] = str(scorer.get_signature())
+    return signatures
 
 
 def decode_pairs(tokenizer, predictions, labels) -> tuple[list[str], list[str]]:
@@ -71,14 +130,16 @@ def check_dataset_order(label_ids, dataset_labels: list[list[int]], pad_token_id
             )
 
 
-def scores_by_source(hypotheses: list[str], references: list[str], sources: list[str]) -> dict:
+def scores_by_source(
+    hypotheses: list[str], references: list[str], sources: list[str], target_lang: str | None = None
+) -> dict:
     """Corpus BLEU and chrF per corpus source (help, ding, ui)."""
     result = {}
     for source in sorted(set(sources)):
         idx = [i for i, s in enumerate(sources) if s == source]
         result[source] = {
             "pairs": len(idx),
-            **corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx]),
+            **corpus_scores([hypotheses[i] for i in idx], [references[i] for i in idx], target_lang),
         }
     return result
 

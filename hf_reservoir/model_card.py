@@ -21,6 +21,27 @@ from .run_folder import CONVERGENCE_PLOT, CORPUS_STATS_FILE, RESULTS_FILE, read_
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card_template.md")
 DEBIAN_CORPUS_NAME = "hf-reservoir Debian de-en (LibreOffice help + UI, Ding)"
+EXAMPLE_SOURCES = {"de": "Wählen Sie Extras - Optionen.", "en": "Choose Tools - Options."}
+
+
+def debian_corpus_name(corpus_stats: dict) -> str:
+    """The card's name of a built Debian corpus: its pair and sources (``stats.json``)."""
+    pair = corpus_stats.get("pair", "de-en")
+    sources = "LibreOffice help + UI, Ding" if "ding" in corpus_stats.get("kept", {}) else "LibreOffice help + UI"
+    return f"hf-reservoir Debian {pair} ({sources})"
+
+
+def example_source(results: dict) -> str:
+    """A source sentence for the card's usage example: a fixed one for German and English, else the first
+    validation sentence of the run's data folder in the source language (empty when there is none)."""
+    source_lang = results.get("source_lang", "de")
+    if source_lang in EXAMPLE_SOURCES:
+        return EXAMPLE_SOURCES[source_lang]
+    path = os.path.join(str((results.get("data_source") or {}).get("name") or ""), f"validation.{source_lang}")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip()
+    return ""
 
 
 @dataclass
@@ -43,7 +64,7 @@ class ModelCardFacts:
         results, config = read_run_file(run_dir, RESULTS_FILE), read_run_file(model_dir, CONFIG_NAME)
         corpus_stats = results.get("corpus_stats")
         data = results.get("data_source", {})
-        name = DEBIAN_CORPUS_NAME if corpus_stats else data.get("name", "unknown")
+        name = debian_corpus_name(corpus_stats) if corpus_stats else data.get("name", "unknown")
         return cls(
             repo_id=repo_id,
             config=config,
@@ -52,6 +73,7 @@ class ModelCardFacts:
             corpus_stats=corpus_stats,
             dataset_name=name,
             hardware=results.get("hardware", ""),
+            example_source=example_source(results),
         )
 
 
@@ -105,11 +127,12 @@ def _data_description(facts: ModelCardFacts) -> str:
     from .corpus import LICENSES
 
     stats = facts.corpus_stats
+    pair = stats.get("pair", "de-en")
     licences = stats.get("licenses") or LICENSES
     spdx = sorted({text.split(" ")[0] for text in licences.values()})
     lines = [
-        "Built offline from Debian packages by `hf_reservoir.corpus.build_corpus` (the text is not",
-        "redistributed; the builder fetches it on the user's machine):",
+        f"The {pair} corpus, built offline from Debian packages by `hf_reservoir.corpus.build_corpus` (the text",
+        "is not redistributed; the builder fetches it on the user's machine):",
         "",
         "| package | version |",
         "|---|---|",
@@ -193,7 +216,7 @@ def build_model_card(facts: ModelCardFacts):
         "score_rows": score_rows,
         "plot_file": facts.plot_file,
         "training_setup": "\n".join(setup_lines),
-        "example_source": facts.example_source,
+        "example_source": facts.example_source.replace("\\", "\\\\").replace('"', '\\"'),
         "data_description": _data_description(facts),
     }
     return ModelCard.from_template(card_data, template_path=TEMPLATE_PATH, **placeholders)

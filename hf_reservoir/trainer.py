@@ -13,7 +13,7 @@ from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 from .arguments import ConvergenceArguments
 from .convergence import ConvergenceCallback
 from .data import BucketPadding, TokenBatchSampler
-from .metrics import check_dataset_order, corpus_scores, decode_pairs, scores_by_source
+from .metrics import check_dataset_order, corpus_scores, decode_pairs, score_signatures, scores_by_source
 from .progress import ConvergenceProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -109,11 +109,12 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
         return self.accelerator.prepare(loader)
 
 
-def build_compute_metrics(tokenizer):
-    """``compute_metrics`` for the Trainer: detokenise, then [`corpus_scores`]."""
+def build_compute_metrics(tokenizer, target_lang: str | None = None):
+    """``compute_metrics`` for the Trainer: detokenise, then [`corpus_scores`] on ``target_lang`` text."""
 
     def compute_metrics(eval_prediction):
-        return corpus_scores(*decode_pairs(tokenizer, eval_prediction.predictions, eval_prediction.label_ids))
+        hypotheses, references = decode_pairs(tokenizer, eval_prediction.predictions, eval_prediction.label_ids)
+        return corpus_scores(hypotheses, references, target_lang)
 
     return compute_metrics
 
@@ -182,8 +183,10 @@ def make_trainer(
     clock,
     callbacks: list,
     length_buckets: list[int] | None = None,
+    target_lang: str | None = None,
 ):
-    """The Trainer, with the convergence clock first and its progress bar instead of the plain one."""
+    """The Trainer, with the convergence clock first and its progress bar instead of the plain one; BLEU is
+    computed with ``target_lang``'s tokenisation ([`bleu_tokenize`])."""
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -191,7 +194,7 @@ def make_trainer(
         eval_dataset=tokenized["validation"],
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(tokenizer),
+        compute_metrics=build_compute_metrics(tokenizer, target_lang),
         callbacks=[clock, *callbacks],
         max_tokens=max_tokens,
         length_buckets=length_buckets,
@@ -240,9 +243,16 @@ def use_our_progress(trainer, clock: ConvergenceCallback) -> None:
     trainer.add_callback(ConvergenceProgressCallback(clock, show_bar=not trainer.args.disable_tqdm))
 
 
-def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_test: bool) -> dict:
-    """The best model's validation (and test, overall and per source) scores with ``beams`` beams."""
-    scores = {"best_checkpoint": trainer.state.best_model_checkpoint, "final_num_beams": beams}
+def final_scores(
+    trainer, tokenized, corpus, tokenizer, beams: int, evaluate_test: bool, target_lang: str | None = None
+) -> dict:
+    """The best model's validation (and test, overall and per source) scores with ``beams`` beams, and sacrebleu's
+    signatures of the scores."""
+    scores = {
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "final_num_beams": beams,
+        "signature": score_signatures(target_lang),
+    }
     validation = trainer.evaluate(tokenized["validation"], metric_key_prefix="final_validation", num_beams=beams)
     scores["validation"] = {k.removeprefix("final_validation_"): v for k, v in validation.items()}
     if evaluate_test:
@@ -252,7 +262,7 @@ def final_scores(trainer, tokenized, corpus, tokenizer, beams: int, evaluate_tes
         if "source" in corpus["test"].column_names:
             check_dataset_order(test.label_ids, tokenized["test"]["labels"], tokenizer.pad_token_id)
             hypotheses, references = decode_pairs(tokenizer, test.predictions, test.label_ids)
-            scores["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"])
+            scores["test_by_source"] = scores_by_source(hypotheses, references, corpus["test"]["source"], target_lang)
     return scores
 
 

@@ -51,7 +51,8 @@ def prepare_data(data_args: DataArguments, output_dir: str, model_name_or_path: 
     from .tokenization import load_tokenizer, train_marian_tokenizer
 
     if data_args.build_corpus and not os.path.exists(os.path.join(data_args.data_path, CORPUS_STATS_FILE)):
-        build_corpus_once(data_args.data_path)  # several runs may start at once: one builds, the others wait
+        # Several runs may start at once: one builds, the others wait. The pair is the run's languages.
+        build_corpus_once(data_args.data_path, pair=f"{data_args.source_lang}-{data_args.target_lang}")
     stats: dict = {}
     corpus = load_parallel_corpus(
         data_args.data_path,
@@ -336,11 +337,16 @@ def run_training(
         clock,
         extra_callbacks,
         data_args.length_buckets,
+        data_args.target_lang,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     report = run_report(clock, model, trainer, train_output, sharing, data_args, data_stats, cooldown)
     report["recipe"] = recipe_record
-    report.update(final_scores(trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test))
+    report.update(
+        final_scores(
+            trainer, tokenized, corpus, tokenizer, final_beams, convergence_args.evaluate_test, data_args.target_lang
+        )
+    )
     final_dir = save_outputs(trainer, tokenizer, report, training_args, push, data_args)
     if trainer.is_world_process_zero():
         print_results(report, final_dir, training_args.generation_num_beams or 1)

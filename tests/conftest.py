@@ -113,6 +113,16 @@ def corpus_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fr_corpus_dir(tmp_path_factory):
+    """The real fr-en corpus, built once per test session (the .deb files cached per machine, as for de-en)."""
+    from hf_reservoir.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "fr-en"
+    build_corpus(str(path), pair="fr-en")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(corpus_dir, tmp_path_factory):
     """A joint 2,000-piece MarianTokenizer trained on the corpus's training split."""
     from hf_reservoir.data import load_parallel_corpus

@@ -53,7 +53,7 @@ def test_clean_text_and_keys():
         ("Wählen Sie %s aus.", "Choose %s here.", "placeholder_or_markup"),
         ("Datei {0} öffnen", "Open the file {0}", "placeholder_or_markup"),
         ("Klicken Sie <b>hier</b>.", "Click <b>here</b> now.", "placeholder_or_markup"),
-        ("Open the file now", "Open the file now", "identical"),
+        ("Open the file now", "Open the file now", "untranslated"),
         ("Datei öffnen", "Open file", "too_short"),
         ("A" * 10 + " b c", "A much much much longer English sentence here.", "length_ratio"),
         ("", "Open the file now.", "empty"),
@@ -189,3 +189,194 @@ def test_real_corpus_build(corpus_dir, tmp_path):
             second = os.path.join(again, os.path.relpath(first, corpus_dir))
             with open(first, "rb") as a, open(second, "rb") as b:
                 assert a.read() == b.read(), first
+
+
+# --------------------------------------------------------------------------------------------
+# Other languages than German
+# --------------------------------------------------------------------------------------------
+
+
+def write_help(root, language_dir: str, texts: list[str | None], name: str = "page.html") -> None:
+    """One help page whose paragraph ``i`` (``par_id{i}``) holds ``texts[i]`` (None: the paragraph is absent)."""
+    folder = root / f"usr/share/libreoffice/help/{language_dir}/text/shared"
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "".join(f'<p id="par_id{i}" class="paragraph">{t}</p>' for i, t in enumerate(texts) if t is not None)
+    (folder / name).write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
+
+
+def test_help_pairing_of_another_language(tmp_path):
+    """French: pairs by id, a paragraph missing on one side gives no pair, an untranslated one (the help's English
+    fallback) is dropped as untranslated, and the sentence split knows capitals outside A-Z."""
+    write_help(
+        tmp_path,
+        "en-US",
+        ["Choose Tools - Options.", "Only English here.", "This text was never translated.", "First one. Even here."],
+    )
+    write_help(
+        tmp_path,
+        "fr",
+        ["Choisissez Outils - Options.", None, "This text was never translated.", "Première phrase. Également ici."],
+    )
+    pairs = help_pairs(str(tmp_path), "fr")
+    assert ("Choisissez Outils - Options.", "Choose Tools - Options.") in pairs
+    assert all(en != "Only English here." for _, en in pairs)
+    assert ("Première phrase.", "First one.") in pairs and ("Également ici.", "Even here.") in pairs
+    assert drop_reason("This text was never translated.", "This text was never translated.", "fr") == "untranslated"
+    assert drop_reason("Choisissez Outils - Options.", "Choose Tools - Options.", "fr") is None
+
+
+def test_japanese_is_filtered_on_characters(tmp_path):
+    """Japanese has no spaces: its side has no word limit, the character ratio is Japanese's measured range (a
+    German range would drop it), sentences split at 。, and an ASCII-only side is the English fallback."""
+    from hf_reservoir.corpus import rules_for
+
+    en = "Choose Tools - Options to open the dialog."
+    ja = "オプションを選びます。"
+    assert drop_reason(ja, en, "ja") is None  # 0.26 characters per English one: in Japanese's 0.15-1.25
+    assert drop_reason(ja, en, "de") == drop_reason(ja, en, "fr") == "length_ratio"  # German's and French's ranges
+    spaced = " ".join(["mot"] * 130)  # 130 words: too long for a spaced language; a Japanese side has no word limit
+    english = " ".join(["word"] * 79)
+    assert drop_reason(spaced, english, "fr") == "too_long"
+    assert drop_reason("あ " * 130, english, "ja") is None
+    assert drop_reason("Choose Tools - Options now.", en, "ja") == "untranslated"  # ASCII only: English left in
+    assert not rules_for("ja").spaced and rules_for("fr").spaced and rules_for("de").untranslated == "identical"
+    write_help(tmp_path, "en-US", ["Open the file. Save it now."])
+    write_help(tmp_path, "ja", ["ファイルを開きます。保存します。"])
+    expected = [("ファイルを開きます。", "Open the file."), ("保存します。", "Save it now.")]
+    assert help_pairs(str(tmp_path), "ja") == expected
+
+
+def test_a_help_folder_that_links_to_another_language_is_refused(tmp_path):
+    write_help(tmp_path, "en-US", ["Choose Tools - Options."])
+    write_help(tmp_path, "cs", ["Zvolte Nástroje - Volby."])
+    os.symlink("cs", tmp_path / "usr/share/libreoffice/help/sk")
+    with pytest.raises(CorpusBuildError, match="links its help folder to cs"):
+        help_pairs(str(tmp_path), "sk")
+
+
+def test_interface_strings_of_a_regional_language(tmp_path):
+    """pt-br's catalogues live in resource/pt_BR (help in help/pt-BR): the folder names follow the package's."""
+    import struct
+
+    from hf_reservoir.corpus import ui_pairs
+
+    folder = tmp_path / "usr/lib/libreoffice/program/resource/pt_BR/LC_MESSAGES"
+    folder.mkdir(parents=True)
+    messages = {"": "Content-Type: text/plain; charset=UTF-8\n", "ctx\x04~Open the file now": "~Abrir o arquivo agora"}
+    keys = sorted(messages)
+    ids = b"".join(k.encode() + b"\0" for k in keys)
+    strs = b"".join(messages[k].encode() + b"\0" for k in keys)
+    n = len(keys)
+    header = 28 + 16 * n
+    id_offsets, str_offsets, pos = [], [], 0
+    for k in keys:
+        id_offsets.append((len(k.encode()), header + pos))
+        pos += len(k.encode()) + 1
+    pos2 = 0
+    for k in keys:
+        str_offsets.append((len(messages[k].encode()), header + len(ids) + pos2))
+        pos2 += len(messages[k].encode()) + 1
+    data = struct.pack("<7I", 0x950412DE, 0, n, 28, 28 + 8 * n, 0, 0)
+    data += b"".join(struct.pack("<2I", *offset) for offset in id_offsets + str_offsets)
+    (folder / "sw.mo").write_bytes(data + ids + strs)
+    assert ui_pairs(str(tmp_path), "pt-br") == [("Abrir o arquivo agora", "Open the file now")]
+
+
+def fake_apt_cache(tmp_path, monkeypatch, help_languages, ui_languages, depends=None):
+    """An `apt-cache` on PATH that knows these help and l10n packages (``depends``: {language: other help})."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    records = "".join(
+        f"Package: libreoffice-help-{x}\nDepends: libreoffice-common, "
+        + (f"libreoffice-help-{depends[x]}, " if x in (depends or {}) else "")
+        + "libreoffice-help-common\n\n"
+        for x in help_languages
+    )
+    (tmp_path / "show.txt").write_text(records)
+    script = bin_dir / "apt-cache"
+    helps = " ".join("libreoffice-help-" + x for x in help_languages)
+    uis = " ".join("libreoffice-l10n-" + x for x in ui_languages)
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = pkgnames ] && [ "$2" = libreoffice-help- ]; then printf "%s\\n" {helps}; fi\n'
+        f'if [ "$1" = pkgnames ] && [ "$2" = libreoffice-l10n- ]; then printf "%s\\n" {uis}; fi\n'
+        f'if [ "$1" = show ]; then cat {tmp_path}/show.txt; fi\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(corpus_module, "_apt_lists_present", lambda: True)
+
+
+def test_pairs_come_from_the_archive(tmp_path, monkeypatch):
+    """Languages with both a help and an l10n package; English help and a help package that ships another
+    language's pages are left out, with the reason."""
+    from hf_reservoir.corpus import archive_languages, available_pairs, parse_pair
+
+    fake_apt_cache(
+        tmp_path,
+        monkeypatch,
+        help_languages=["common", "cs", "de", "en-us", "fr", "ja", "sk", "xh"],
+        ui_languages=["cs", "de", "fr", "ja", "sk", "zu"],
+        depends={"sk": "cs"},
+    )
+    languages, left_out = archive_languages()
+    assert languages == ["cs", "de", "fr", "ja"] and "libreoffice-help-cs" in left_out["sk"]
+    assert available_pairs() == ["cs-en", "en-cs", "de-en", "en-de", "fr-en", "en-fr", "ja-en", "en-ja"]
+    assert parse_pair("en-ja").source == "en" and parse_pair("FR-en").language == "fr"
+    for bad, why in (
+        ("xh-en", "Available: cs-en, de-en, fr-en, ja-en"),
+        ("de-fr", "one side must be English"),
+        ("sk-en", "ships the pages of libreoffice-help-cs"),
+        ("en-en", "one side must be English"),
+    ):
+        with pytest.raises(CorpusBuildError, match=why):
+            parse_pair(bad)
+
+
+def test_prepare_with_a_bad_pair_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from hf_reservoir.cli import main
+
+    fake_apt_cache(tmp_path, monkeypatch, ["de", "en-us", "fr"], ["de", "fr"])
+    assert main(["prepare", "--pair", "xx-en", "--output_dir", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: --pair xx-en") and "de-en, fr-en" in error[0]
+    assert not (tmp_path / "out").exists()
+    assert main(["prepare", "--list-pairs"]) == 0
+    assert capsys.readouterr().out.split() == ["de-en", "en-de", "fr-en", "en-fr"]
+
+
+def test_bleu_tokenisation_follows_the_target_language():
+    from hf_reservoir.metrics import bleu_tokenize, corpus_scores, score_signatures
+
+    assert bleu_tokenize("en") == bleu_tokenize("fr") == bleu_tokenize(None) == "13a"
+    assert bleu_tokenize("zh-cn") == "zh" and bleu_tokenize("km") == "char"
+    assert bleu_tokenize("ja") in ("ja-mecab", "char")  # char without MeCab (pip install hf-reservoir[ja])
+    # Chinese without spaces: 13a sees one token per sentence, zh one per character.
+    hypothesis, reference = ["我喜欢猫。"], ["我很喜欢猫。"]
+    assert corpus_scores(hypothesis, reference, "zh-cn")["bleu"] > 0
+    assert corpus_scores(hypothesis, reference, "en")["bleu"] == 0
+    assert "tok:zh" in score_signatures("zh-cn")["bleu"] and "tok:13a" in score_signatures("de")["bleu"]
+
+
+@pytest.mark.slow
+def test_real_french_corpus_build(fr_corpus_dir, corpus_dir, tmp_path):
+    """The real fr-en build (packages cached per machine, as for de-en): stats.json as documented, and every English
+    sentence in the split its hash gives, so that fr-en and de-en share their English test sentences where both
+    keep one."""
+    from datasets import load_from_disk
+
+    stats = json.loads((fr_corpus_dir / "stats.json").read_text())
+    assert stats["pair"] == "fr-en" and stats["languages"] == ["fr", "en"]
+    assert set(stats["packages"]) == set(corpus_module.packages_for("fr")) and "ding" not in stats["kept"]
+    assert stats["splits"]["train"] >= 30_000 and stats["untranslated"]["help"] > 1_000
+    assert stats["rules"]["length_ratio"] == list(corpus_module.LENGTH_RATIOS["fr"]) and stats["rules"]["spaced"]
+    corpus = load_from_disk(str(fr_corpus_dir / "dataset"))
+    assert set(corpus["test"][0]["translation"]) == {"fr", "en"}
+    assert (fr_corpus_dir / "test.fr").read_text(encoding="utf-8").splitlines() == [
+        p["fr"] for p in corpus["test"]["translation"]
+    ]
+    for split in ("train", "validation", "test"):
+        assert all(corpus_module.split_of(english_key(p["en"])) == split for p in corpus[split]["translation"])
+    german_test = set((corpus_dir / "test.en").read_text(encoding="utf-8").splitlines())
+    french_test = set((fr_corpus_dir / "test.en").read_text(encoding="utf-8").splitlines())
+    assert len(german_test & french_test) > 200  # the multi-way test set: help and interface sentences in both

@@ -404,3 +404,28 @@ def test_shipped_configs_parse_and_validate(name):
         assert training_args.max_steps > 0 and convergence_args.budget_seconds is None
         assert 0 < convergence_args.lr_cooldown < 1
         ConvergenceCallback(lr_cooldown=convergence_args.lr_cooldown)
+
+
+@pytest.mark.slow
+def test_english_to_another_language(fr_corpus_dir, tmp_path):
+    """en->fr on the real fr-en corpus: a short run trains its own tokenizer, scores French with 13a, records the
+    signature, and its card names the pair and its sources."""
+    model_args, data_args, training_args, convergence = tiny_args(
+        fr_corpus_dir,
+        None,
+        tmp_path / "run",
+        max_steps=20,
+        eval_steps=20,
+        save_steps=20,
+        warmup_steps=5,
+        load_best_model_at_end=False,
+    )
+    data_args.source_lang, data_args.target_lang, data_args.vocab_size = "en", "fr", 1000
+    data_args.tokenizer_path = None  # trained on the run's own data, into OUTPUT_DIR/tokenizer
+    report = run_training(model_args, data_args, training_args, convergence)
+    assert (report["source_lang"], report["target_lang"]) == ("en", "fr")
+    assert "tok:13a" in report["signature"]["bleu"] and report["signature"]["chrf"].startswith("nrefs:1")
+    assert report["corpus_stats"]["pair"] == "fr-en" and "test" in report["data"]["run_splits"]
+    card = (tmp_path / "run" / "model" / "README.md").read_text(encoding="utf-8")
+    assert "fr-en" in card and "libreoffice-help-fr" in card and "Ding" not in card
+    assert "- en\n- fr" in card or "- en\n  - fr" in card or "language:\n- en\n- fr" in card
