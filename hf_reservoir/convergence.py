@@ -21,8 +21,8 @@ from .run_folder import CONVERGENCE_FILE, CONVERGENCE_PLOT, write_run_file
 from .stopping import LrCooldown, StoppingRules
 
 
-def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
-    """Area under a BLEU vs training-seconds curve up to ``budget_seconds``, in BLEU x seconds.
+def aucc(curve: list[tuple[float, float]], horizon_seconds: float) -> float:
+    """Area under a BLEU vs training-seconds curve up to ``horizon_seconds``, in BLEU x seconds.
 
     The paper's AUCC (section 5.1). Our choices, where the paper is vague: the curve starts at
     (0 s, 0 BLEU), the untrained model; points are joined by the trapezoid rule; a segment that
@@ -30,7 +30,7 @@ def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
 
     Args:
         curve (`list[tuple[float, float]]`): ``(train_seconds, bleu)`` points, in time order.
-        budget_seconds (`float`): T-hat, the upper limit of the integral.
+        horizon_seconds (`float`): T-hat, the upper limit of the integral.
 
     Returns:
         `float`: the area in BLEU x seconds.
@@ -39,20 +39,20 @@ def aucc(curve: list[tuple[float, float]], budget_seconds: float) -> float:
         >>> aucc([(10.0, 20.0)], 20.0)  # ramp 0 -> 20 over 10 s, then 20 held for 10 s
         300.0
     """
-    if budget_seconds <= 0:
-        raise ValueError(f"budget_seconds={budget_seconds} must be positive.")
+    if horizon_seconds <= 0:
+        raise ValueError(f"horizon_seconds={horizon_seconds} must be positive.")
     points = [(0.0, 0.0)] + [(float(t), float(b)) for t, b in curve]
     area = 0.0
     for (t0, b0), (t1, b1) in zip(points, points[1:]):
-        if t0 >= budget_seconds:
+        if t0 >= horizon_seconds:
             break
-        if t1 > budget_seconds:
-            b1 = b0 + (b1 - b0) * (budget_seconds - t0) / (t1 - t0)
-            t1 = budget_seconds
+        if t1 > horizon_seconds:
+            b1 = b0 + (b1 - b0) * (horizon_seconds - t0) / (t1 - t0)
+            t1 = horizon_seconds
         area += (t1 - t0) * (b0 + b1) / 2
     last_t, last_b = points[-1]
-    if last_t < budget_seconds:
-        area += (budget_seconds - last_t) * last_b
+    if last_t < horizon_seconds:
+        area += (horizon_seconds - last_t) * last_b
     return area
 
 
@@ -86,7 +86,6 @@ class ConvergenceRecord:
     train_seconds: float = 0.0
     epochs: float = 0.0  # epochs trained (fractional), from TrainerState.epoch
     steps: int = 0  # optimizer steps trained, from TrainerState.global_step
-    budget_seconds: float | None = None
     stopped_by: str | None = None
     # One entry per training process (a resumed run has several): the step and clock it started from, its
     # wall-clock interval (Unix seconds; ``ended`` is None for a process that was interrupted), and, in a lane,
@@ -98,10 +97,14 @@ class ConvergenceRecord:
         """The first evaluation that reached the highest BLEU."""
         return max(self.evaluations, key=lambda e: e["bleu"], default=None)
 
-    def summary(self) -> dict:
-        """Peak BLEU, time and step at peak, time per epoch and AUCC (raw and divided by T-hat)."""
+    def summary(self, budget_seconds: float | None = None) -> dict:
+        """Peak BLEU, time and step at peak, time per epoch and AUCC (raw and divided by T-hat).
+
+        T-hat, AUCC's horizon, is the budget when training had one, else the training time
+        (``aucc_horizon`` says which).
+        """
         peak = self.peak
-        horizon = self.budget_seconds or self.train_seconds
+        horizon = budget_seconds or self.train_seconds
         curve = [(e["train_seconds"], e["bleu"]) for e in self.evaluations]
         area = aucc(curve, horizon) if curve and horizon > 0 else 0.0
         return {
@@ -115,14 +118,15 @@ class ConvergenceRecord:
             "epochs_trained": self.epochs,
             "steps_trained": self.steps,
             "seconds_per_step": self.train_seconds / self.steps if self.steps else None,
-            "aucc_budget_seconds": horizon,
+            "aucc_horizon_seconds": horizon,
+            "aucc_horizon": "budget" if budget_seconds else "training time",
             "aucc_bleu_hours": area / 3600.0,
             "aucc_normalized": area / horizon if horizon else 0.0,
             "num_evaluations": len(self.evaluations),
             "stopped_by": self.stopped_by,
         }
 
-    def figures_for_log(self, bleu: float) -> dict[str, float]:
+    def figures_for_log(self, bleu: float, budget_seconds: float | None = None) -> dict[str, float]:
         """The clock's figures as of an evaluation that scored ``bleu``, for the Trainer's log.
 
         The Trainer logs an evaluation's metrics before ``on_evaluate`` reaches this callback, so the
@@ -130,7 +134,7 @@ class ConvergenceRecord:
         W&B, ...) then shows them beside ``eval_bleu``.
         """
         now = {"train_seconds": self.train_seconds, "step": None, "epoch": None, "bleu": bleu}
-        summary = replace(self, evaluations=[*self.evaluations, now]).summary()
+        summary = replace(self, evaluations=[*self.evaluations, now]).summary(budget_seconds)
         return {
             "eval_convergence/train_seconds": self.train_seconds,
             "eval_convergence/bleu": bleu,
@@ -251,11 +255,11 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     ):
         self.warmup_steps = warmup_steps
         self.rules = StoppingRules(budget_seconds, patience)
-        self.cooldown = LrCooldown(lr_cooldown, budget_seconds) if lr_cooldown is not None else None
+        self.cooldown = LrCooldown(lr_cooldown, self.rules) if lr_cooldown is not None else None
         self.clock = TrainingClock(clock)
         self.metric_name = metric_name
         self.output_dir = output_dir
-        self.record = ConvergenceRecord(budget_seconds=budget_seconds)
+        self.record = ConvergenceRecord()
         self._epoch_start = 0.0
         # Facts about this training process that its entry in the record's ``parts`` carries (e.g. the recipe
         # changes a resume made on purpose), so that a run's history says at which step they took effect.
@@ -278,8 +282,9 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         if not saved or state.global_step == 0:
             return
         saved = saved[0] if isinstance(saved, list) else saved
-        self.record = ConvergenceRecord(**saved["attributes"]["record"])
-        self.record.budget_seconds = self.budget_seconds
+        record = dict(saved["attributes"]["record"])
+        record.pop("budget_seconds", None)  # checkpoints written before the budget lived only in the rules
+        self.record = ConvergenceRecord(**record)
         self.record.stopped_by = None
         self._epoch_start = saved["attributes"].get("_epoch_start", 0.0)
 
@@ -391,7 +396,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             self.write(self.output_dir or args.output_dir)
 
     def summary(self) -> dict:
-        return self.record.summary()
+        return self.record.summary(self.budget_seconds)
 
     def write(self, output_dir: str) -> str:
         """Write ``convergence.json`` and ``convergence.png`` into ``output_dir``; return the JSON path."""

@@ -177,7 +177,8 @@ def _convergence(results: dict) -> dict:
         "time_to_peak": _minutes(convergence.get("time_to_peak_seconds")),
         "step_at_peak": format_value(convergence.get("step_at_peak")),
         "seconds_per_epoch": format_value(convergence.get("seconds_per_epoch"), 0),
-        "aucc_budget": _minutes(convergence.get("aucc_budget_seconds")),
+        # Results written before the horizon had its own name call it aucc_budget_seconds.
+        "aucc_horizon": _minutes(convergence.get("aucc_horizon_seconds", convergence.get("aucc_budget_seconds"))),
         "aucc_bleu_hours": format_value(convergence.get("aucc_bleu_hours"), 4),
         "aucc_normalized": format_value(convergence.get("aucc_normalized")),
     }

@@ -58,19 +58,25 @@ class LrCooldown:
 
     Args:
         fraction (`float`): the cool-down's share of training, in (0, 1].
-        budget_seconds (`float`, *optional*): the budget, if training stops on the clock.
+        rules ([`StoppingRules`], *optional*): the run's stopping rules; their budget, if training stops on the
+            clock, is where the cool-down ends (read from them, not copied).
     """
 
-    def __init__(self, fraction: float, budget_seconds: float | None = None):
+    def __init__(self, fraction: float, rules: StoppingRules | None = None):
         if not 0 < fraction <= 1:
             raise ValueError(
                 f"lr_cooldown={fraction} must be a fraction of the budget in (0, 1], e.g. 0.3 for the last 30%, "
                 "or 0 (None) for no cool-down."
             )
         self.fraction = fraction
-        self.budget_seconds = budget_seconds
+        self.rules = rules or StoppingRules()
         self.scheduler = None  # the LambdaLR that the factor multiplies
         self.max_steps = 0  # the step-based cool-down's end (TrainerState.max_steps)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The stopping rules' budget (None: the cool-down ends at ``max_steps``)."""
+        return self.rules.budget_seconds
 
     def install(self, lr_scheduler, max_steps: int | None) -> None:
         """Attach to the Trainer's scheduler at the start of training."""

@@ -215,7 +215,7 @@ def print_results(report: dict, final_dir: str, evaluation_beams: int) -> None:
         )
     print(
         f"  AUCC:                          {conv['aucc_bleu_hours']:.4f} BLEU-hours "
-        f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_budget_seconds']:.0f} s)"
+        f"({conv['aucc_normalized']:.2f} BLEU averaged over {conv['aucc_horizon_seconds']:.0f} s)"
     )
     print(f"  saved model:                   {final_dir}")
 

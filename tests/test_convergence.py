@@ -20,7 +20,7 @@ def test_aucc_by_hand():
     assert aucc([(10, 5), (20, 15), (30, 12)], 40) == pytest.approx(380)
     # A budget inside the curve interpolates: up to 25 s the last segment adds 5 * (15 + 13.5) / 2.
     assert aucc([(10, 5), (20, 15), (30, 12)], 25) == pytest.approx(25 + 100 + 71.25)
-    with pytest.raises(ValueError, match="budget_seconds"):
+    with pytest.raises(ValueError, match="horizon_seconds"):
         aucc([(1, 1)], 0)
 
 
@@ -45,6 +45,11 @@ def test_time_to_peak_and_aucc_from_the_callback(args):
     assert summary["train_seconds"] == pytest.approx(30)  # 300 s of evaluation excluded
     assert summary["aucc_bleu_hours"] == pytest.approx(380 / 3600)
     assert summary["aucc_normalized"] == pytest.approx(380 / 40)
+    assert (summary["aucc_horizon_seconds"], summary["aucc_horizon"]) == (40, "budget")
+    # Without a budget, T-hat is the training time, and the summary says so.
+    unbudgeted = callback.record.summary()
+    assert (unbudgeted["aucc_horizon_seconds"], unbudgeted["aucc_horizon"]) == (pytest.approx(30), "training time")
+    assert unbudgeted["aucc_normalized"] == pytest.approx(aucc([(10, 5), (20, 15), (30, 12)], 30) / 30)
     assert callback.record.epoch_seconds == [pytest.approx(20)]  # the one full epoch (steps 1-3)
     assert summary["epochs_trained"] == pytest.approx(4 / 3)
     assert summary["seconds_per_epoch"] == pytest.approx(30 / (4 / 3))
@@ -73,6 +78,11 @@ def test_state_round_trips_through_trainer_state(args, tmp_path):
     resumed.on_train_begin(args, restored_state, TrainerControl())
     assert resumed.record.train_seconds == pytest.approx(8)
     assert resumed.record.evaluations == callback.record.evaluations
+    # A checkpoint written when the record held its own copy of the budget still resumes.
+    restored_state.stateful_callbacks["ConvergenceCallback"]["attributes"]["record"]["budget_seconds"] = None
+    older = ConvergenceCallback(clock=clock)
+    older.on_train_begin(args, restored_state, TrainerControl())
+    assert older.record.evaluations == callback.record.evaluations
 
 
 class Tiny(torch.nn.Module):
