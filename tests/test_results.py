@@ -90,8 +90,9 @@ def test_every_quoted_interval_is_a_generated_one(document):
     assert not stray, f"{document} quotes intervals that no generated table holds: {stray}"
 
 
-def test_the_readme_quotes_the_main_jobs_committed_figures():
-    with open(os.path.join(ROOT, "results", "demo", "results.json"), encoding="utf-8") as handle:
+@pytest.mark.parametrize("folder", ["demo", "demo_fr"])
+def test_the_readme_quotes_the_main_jobs_committed_figures(folder):
+    with open(os.path.join(ROOT, "results", folder, "results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
@@ -105,4 +106,4 @@ def test_the_readme_quotes_the_main_jobs_committed_figures():
         f"{conv['train_seconds']:.0f} s",
         f"{1 / conv['seconds_per_step']:.2f} steps/s",
     ):
-        assert figure in section, f"the README's main-job table does not quote {figure} from results/demo/results.json"
+        assert figure in section, f"the README's main-job table lacks {figure} from results/{folder}/results.json"
