@@ -403,6 +403,12 @@ def add_probe(commands) -> None:
     probe.add_argument("--control", action="store_true", help="add the first model's architecture at random init")
     probe.add_argument("--data_path", default="data/de-en", help="the corpus (a built corpus, or text/TSV/JSONL)")
     probe.add_argument("--seed", type=int, default=1, help="draws the sentences and builds the tasks")
+    probe.add_argument(
+        "--splits",
+        type=int,
+        default=3,
+        help="train/validation/test splits per probe (accuracy: their mean, with an interval)",
+    )
     probe.add_argument("--source_lang", default="de")
     probe.add_argument("--target_lang", default="en")
     probe.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -411,7 +417,7 @@ def add_probe(commands) -> None:
 def probe_main(args) -> int:
     from .probing import ProbeSettings, markdown, run_probes
 
-    settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed)
+    settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed, splits=args.splits)
     report = run_probes(
         args.models, args.output_dir, args.data_path, settings, args.control, args.source_lang, args.target_lang,
         args.device,

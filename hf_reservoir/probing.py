@@ -10,20 +10,36 @@ Tasks (SentEval's design, Conneau et al. 2018, built from our corpus without out
 from ``seed``):
 
 * ``length``: the sentence's word count in 6 equal-frequency bins (bin edges from the probe's training split);
-* ``word_content``: which of ``word_content_words`` mid-frequency words (frequency ranks 50 onward, lowercased,
-  letters only, in at least 10 sentences) the sentence holds, among sentences that hold exactly one of them;
+* ``word_content``: which of up to ``word_content_words`` mid-frequency words (frequency ranks 50 onward,
+  lowercased, letters only) the sentence holds, among sentences that hold exactly one of them; a word is a class only
+  if at least ``word_content_min_train`` probe-training sentences hold it alone;
 * ``bigram_shift``: were two adjacent words swapped (at a random position, in a random half of the sentences of
-  four words or more)?
+  four words or more)? Read from the sentence mean, which erases word order: it stays at chance by design;
+* ``bigram_shift_pair`` (token-level, order kept): the same question read from the states at the two positions
+  concerned (the first piece of each of the two words, concatenated; in unswapped sentences a random adjacent pair);
 * ``source``: the corpus source (LibreOffice help, UI strings, Ding dictionary), for corpora that record it;
 * ``token_identity`` (token-level): the token id at a position, from that position's vector, for the
   ``token_identity_classes`` most frequent pieces (up to 4 positions per sentence): does a token's identity survive
   the random layers?
+
+Every task is probed twice per layer: on the **stream** (the layer's output, what the next layer reads) and on the
+layer's **update** (its output minus its input: what its sublayers add before the residual sum). The residual
+stream carries the embeddings through, so a task the embeddings solve (token identity) is solved by every layer's
+stream; the update shows what the layer itself contributes, and a reservoir that adds little shows it there. Linear
+CKA (Kornblith et al. 2019) between consecutive layers' token states, on the same sentences, measures how much a
+layer changes the representation as a whole.
 
 Sentence tasks use the mean of the layer's vectors over the sentence's tokens (padding excluded). Sentences come
 from the corpus's training split (the models saw them in training, as SentEval-style probes of an MT encoder
 usually do) and are split 80/10/10 into the probe's train, validation and test sets; the L2 penalty is chosen on
 validation (never on test) from ``WEIGHT_DECAYS``, and test accuracy is reported beside the majority-class
 baseline (the most frequent class of the probe's training set, scored on test).
+
+**Noise**: each probe is fitted on ``splits`` (default 3) random train/validation/test splits of the same examples,
+and its accuracy is the mean over them, with a 95% percentile-bootstrap interval (test examples resampled within
+each split, ``BOOTSTRAP`` times). A difference between two cells (consecutive layers of a model; a model against the
+first model at the same layer) gets a paired bootstrap interval on the same resampled test examples, and the report
+calls it real only when that interval excludes 0.
 
 A **control** (``--control``) adds the first model's architecture at its random initialisation: nothing trained,
 its reservoirs the same as the trained model's (they come from ``reservoir_seed``), so a reader can tell what
@@ -33,9 +49,11 @@ training added.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -43,9 +61,11 @@ import torch
 
 from .run_folder import MODEL_DIR
 
-TASKS = ("length", "word_content", "bigram_shift", "source", "token_identity")
+TASKS = ("length", "word_content", "bigram_shift", "bigram_shift_pair", "source", "token_identity")
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
-WORD = re.compile(r"^[a-zäöüß]+$")
+BOOTSTRAP = 1000  # resamples for every interval
+CKA_SENTENCES = 500  # sentences whose token states linear CKA compares
+WORD = re.compile(r"^[^\W\d_]+$")  # letters only, any alphabet (German: a-z, äöüß)
 
 
 @dataclass
@@ -57,7 +77,8 @@ class ProbeTask:
     labels: list[int]
     num_classes: int
     split: list[str]  # "train", "validation" or "test", per example
-    positions: list[int] | None = None  # token-level tasks: the position in the tokenized sentence
+    # Token-level tasks: the position in the tokenized sentence, or a pair of positions whose states are concatenated.
+    positions: list[int] | list[tuple[int, int]] | None = None
     description: str = ""
 
 
@@ -69,13 +90,19 @@ class ProbeSettings:
     limit: int = 6000
     seed: int = 1
     word_content_words: int = 100
+    word_content_min_train: int = 40
     token_identity_classes: int = 100
     batch_size: int = 64
+    splits: int = 3  # train/validation/test splits per probe; accuracy is their mean, with a bootstrap interval
 
     def __post_init__(self):
         unknown = sorted(set(self.tasks or ()) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown probing task(s) {unknown}; choose from {', '.join(TASKS)}.")
+        if self.splits < 1:
+            raise ValueError(
+                f"--splits {self.splits} must be at least 1 (3 gives intervals that hold for differences)."
+            )
         if self.limit < 50:
             raise ValueError(
                 f"--limit {self.limit} leaves too few sentences for a train/validation/test split; use 50+."
@@ -105,22 +132,29 @@ def length_task(sentences: list[str], rng: random.Random) -> ProbeTask:
     return ProbeTask("length", sentences, labels, len(edges) + 1, split, description=description)
 
 
-def word_content_task(sentences: list[str], rng: random.Random, words: int) -> ProbeTask:
+def word_content_task(sentences: list[str], rng: random.Random, words: int, min_train: int = 40) -> ProbeTask:
     tokens = [{w.lower().strip(".,;:!?()\"'") for w in _words(s)} for s in sentences]
     frequency = Counter(w for sentence in tokens for w in sentence if WORD.match(w))
-    ranked = [w for w, n in frequency.most_common() if n >= 10][50:]  # skip the 50 most frequent (function words)
-    vocabulary = {w: i for i, w in enumerate(sorted(ranked[:words]))}
-    kept = [(s, (sentence & vocabulary.keys())) for s, sentence in zip(sentences, tokens)]
+    vocabulary = set([w for w, n in frequency.most_common() if n >= 10][50 : 50 + words])  # past the function words
+    # A class needs min_train probe-training sentences (80% of its sentences): drop rarer words until all have them
+    # (a dropped word can make a sentence hold exactly one of the rest, so counts only grow).
+    while True:
+        alone = Counter(next(iter(t & vocabulary)) for t in tokens if len(t & vocabulary) == 1)
+        rare = {w for w in vocabulary if alone[w] * 0.8 < min_train}
+        if not rare:
+            break
+        vocabulary -= rare
+    index = {w: i for i, w in enumerate(sorted(vocabulary))}
+    kept = [(s, (sentence & vocabulary)) for s, sentence in zip(sentences, tokens)]
     kept = [(s, hits.pop()) for s, hits in kept if len(hits) == 1]
-    description = f"which of {len(vocabulary)} mid-frequency words the sentence holds (sentences with exactly one)"
-    return ProbeTask(
-        "word_content",
-        [s for s, _ in kept],
-        [vocabulary[w] for _, w in kept],
-        len(vocabulary),
-        _splits(len(kept), rng),
-        description=description,
+    description = (
+        f"which of {len(index)} mid-frequency words the sentence holds (sentences with exactly one; every word in "
+        f"at least {min_train} probe-training sentences)"
     )
+    return ProbeTask(
+        "word_content", [s for s, _ in kept], [index[w] for _, w in kept], len(index), _splits(len(kept), rng),
+        description=description,
+    )  # fmt: skip
 
 
 def bigram_shift_task(sentences: list[str], rng: random.Random) -> ProbeTask:
@@ -137,6 +171,44 @@ def bigram_shift_task(sentences: list[str], rng: random.Random) -> ProbeTask:
         shifted.append(" ".join(words))
     description = "were two adjacent words swapped (half of the sentences of 4+ words, at a random position)?"
     return ProbeTask("bigram_shift", shifted, labels, 2, _splits(len(kept), rng), description=description)
+
+
+def word_starts(tokenizer, words: list[str]) -> list[int] | None:
+    """The position of each word's first piece in the tokenized sentence ``" ".join(words)``, or None when the
+    word-by-word pieces do not add up to the sentence's (SentencePiece pieces never cross a space, so they do)."""
+    pieces = [len(tokenizer.tokenize(word)) for word in words]
+    if sum(pieces) != len(tokenizer.tokenize(" ".join(words))):
+        return None
+    starts, at = [], 0
+    for count in pieces:
+        starts.append(at)
+        at += count
+    return starts
+
+
+def bigram_shift_pair_task(sentences: list[str], tokenizer, rng: random.Random) -> ProbeTask:
+    """Bigram shift read where the order is: the states at the first pieces of the two words concerned."""
+    examples, unaligned = [], 0
+    for sentence in sentences:
+        words = _words(sentence)
+        if len(words) < 4:
+            continue
+        at, label = rng.randrange(len(words) - 1), int(rng.random() < 0.5)
+        if label:
+            words[at], words[at + 1] = words[at + 1], words[at]
+        starts = word_starts(tokenizer, words)
+        if starts is None:
+            unaligned += 1
+            continue
+        examples.append((" ".join(words), (starts[at], starts[at + 1]), label))
+    description = (
+        "were two adjacent words swapped? read from the states at the two words' first pieces, concatenated "
+        f"(half of the sentences of 4+ words; {unaligned} whose pieces did not align with their words left out)"
+    )
+    return ProbeTask(
+        "bigram_shift_pair", [s for s, _, _ in examples], [y for _, _, y in examples], 2, _splits(len(examples), rng),
+        positions=[p for _, p, _ in examples], description=description,
+    )  # fmt: skip
 
 
 def source_task(sentences: list[str], sources: list[str] | None, rng: random.Random) -> ProbeTask:
@@ -185,8 +257,11 @@ def build_tasks(sentences: list[str], sources: list[str] | None, tokenizer, sett
     """The probing tasks named in ``settings.tasks``, each from its own seeded generator."""
     builders = {
         "length": lambda rng: length_task(sentences, rng),
-        "word_content": lambda rng: word_content_task(sentences, rng, settings.word_content_words),
+        "word_content": lambda rng: word_content_task(
+            sentences, rng, settings.word_content_words, settings.word_content_min_train
+        ),
         "bigram_shift": lambda rng: bigram_shift_task(sentences, rng),
+        "bigram_shift_pair": lambda rng: bigram_shift_pair_task(sentences, tokenizer, rng),
         "source": lambda rng: source_task(sentences, sources, rng),
         "token_identity": lambda rng: token_identity_task(sentences, tokenizer, rng, settings.token_identity_classes),
     }
@@ -199,7 +274,9 @@ def layer_outputs(model, tokenizer, sentences: list[str], batch_size: int = 64, 
 
     Index 0 is the embeddings (token embedding, scaled, plus positions: the input of the first layer), then each
     layer's output. Without ``positions``, each sentence's vectors are averaged over its tokens (padding excluded);
-    with them, the vector at ``positions[i]`` of sentence ``i`` is taken.
+    with them, the vector at ``positions[i]`` of sentence ``i`` is taken (for a pair ``(p, q)``, the vectors at both,
+    concatenated: ``2 * d_model`` wide); ``positions="all"`` gives every token of every sentence, padding left out:
+    ``[layers + 1, tokens, d_model]``.
     """
     encoder = model.get_encoder()
     model.eval()
@@ -217,6 +294,12 @@ def layer_outputs(model, tokenizer, sentences: list[str], batch_size: int = 64, 
             if positions is None:
                 mask = batch["attention_mask"].to(states.dtype)[None, :, :, None]
                 out.append((states * mask).sum(2) / mask.sum(2))
+            elif isinstance(positions, str):
+                out.append(states[:, batch["attention_mask"].bool()])
+            elif isinstance(positions[0], tuple):
+                pairs = torch.tensor(positions[start : start + batch_size], device=device)
+                rows = torch.arange(len(pairs), device=device)
+                out.append(torch.cat([states[:, rows, pairs[:, 0]], states[:, rows, pairs[:, 1]]], dim=-1))
             else:
                 rows = torch.tensor(positions[start : start + batch_size], device=device)
                 out.append(states[:, torch.arange(len(rows), device=device), rows])
@@ -241,6 +324,43 @@ def fit_probe(features: torch.Tensor, labels: list[int], split: list[str], num_c
         torch.set_num_threads(threads)
 
 
+def _train_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, decay: float) -> tuple[torch.nn.Linear, str]:
+    """Fit ``Linear(d, classes)`` by L-BFGS from zeros; when L-BFGS ends with a non-finite loss or above where it
+    started (its line search can fail on badly scaled features, leaving every logit equal: a probe that predicts one
+    class and looks collapsed), fit again with Adam. Returns the map and the optimizer that fitted it."""
+
+    def objective(linear):
+        loss = torch.nn.functional.cross_entropy(linear(x), y)
+        return loss + decay * linear.weight.pow(2).sum()
+
+    start = math.log(num_classes)  # the loss at zero weights
+    linear = torch.nn.Linear(x.shape[1], num_classes)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective(linear)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        final = objective(linear).item()
+    if math.isfinite(final) and final <= start + 1e-6:
+        return linear, "lbfgs"
+    linear = torch.nn.Linear(x.shape[1], num_classes)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    adam = torch.optim.Adam(linear.parameters(), lr=0.01)
+    for _ in range(500):
+        adam.zero_grad()
+        objective(linear).backward()
+        adam.step()
+    return linear, "adam (L-BFGS failed)"
+
+
 def _fit_probe(features: torch.Tensor, labels: list[int], split: list[str], num_classes: int) -> dict:
     y = torch.tensor(labels)
     parts = {name: torch.tensor([s == name for s in split]) for name in ("train", "validation", "test")}
@@ -249,28 +369,99 @@ def _fit_probe(features: torch.Tensor, labels: list[int], split: list[str], num_
     x = (features - mean) / std  # standardised on the probe's train split only
     best = None
     for decay in WEIGHT_DECAYS:
-        linear = torch.nn.Linear(x.shape[1], num_classes)
-        torch.nn.init.zeros_(linear.weight)
-        torch.nn.init.zeros_(linear.bias)
-        optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=100, line_search_fn="strong_wolfe")
-
-        def closure(linear=linear, optimizer=optimizer, decay=decay):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(linear(x[parts["train"]]), y[parts["train"]])
-            loss = loss + decay * linear.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        linear, fitted_by = _train_linear(x[parts["train"]], y[parts["train"]], num_classes, decay)
         with torch.no_grad():
             predicted = linear(x).argmax(1)
-        accuracy = {name: (predicted[mask] == y[mask]).float().mean().item() for name, mask in parts.items()}
+        correct = predicted == y
+        accuracy = {name: correct[mask].float().mean().item() for name, mask in parts.items()}
         if best is None or accuracy["validation"] > best["validation_accuracy"]:
-            best = {"validation_accuracy": accuracy["validation"], "accuracy": accuracy["test"], "weight_decay": decay}
+            best = {
+                "validation_accuracy": accuracy["validation"],
+                "accuracy": accuracy["test"],
+                "weight_decay": decay,
+                "optimizer": fitted_by,
+                "predicted_classes": len(set(predicted[parts["test"]].tolist())),
+                "correct": correct[parts["test"]],
+            }
     majority = Counter(y[parts["train"]].tolist()).most_common(1)[0][0]
     best["baseline"] = (y[parts["test"]] == majority).float().mean().item()
     best["n_train"], best["n_test"] = int(parts["train"].sum()), int(parts["test"].sum())
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals: several splits, bootstrap over test examples, paired differences
+# --------------------------------------------------------------------------------------------
+
+
+def task_splits(task: ProbeTask, settings: ProbeSettings) -> list[list[str]]:
+    """The task's own split, then ``settings.splits - 1`` more drawn from seeds of their own."""
+    extra = [
+        _splits(len(task.labels), random.Random(f"{settings.seed}-{task.name}-split{k}"))
+        for k in range(1, settings.splits)
+    ]
+    return [task.split, *extra]
+
+
+def _resamples(n: int, key: str) -> torch.Tensor:
+    """``BOOTSTRAP`` resamples (with replacement) of ``n`` test examples, the same for every cell with this key."""
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    return torch.randint(n, (BOOTSTRAP, n), generator=generator)
+
+
+def _bootstrap(corrects: list[torch.Tensor], key: str) -> torch.Tensor:
+    """Accuracy (or, for a difference, its mean) over the splits, per bootstrap resample: ``[BOOTSTRAP]``."""
+    per_split = [c.float()[_resamples(len(c), f"{key}-{k}")].mean(1) for k, c in enumerate(corrects)]
+    return torch.stack(per_split).mean(0)
+
+
+def _interval(samples: torch.Tensor) -> list[float]:
+    low, high = torch.quantile(samples, torch.tensor([0.025, 0.975])).tolist()
+    return [low, high]
+
+
+def probe_cell(features: torch.Tensor, task: ProbeTask, splits: list[list[str]]) -> dict:
+    """One (layer, task) probe over every split: mean test accuracy with its 95% bootstrap interval, the mean
+    majority baseline, each split's accuracy and penalty; ``correct`` (per split, the test examples' hits) is kept
+    for paired differences and left out of probe.json."""
+    fits = [fit_probe(features, task.labels, split, task.num_classes) for split in splits]
+    corrects = [fit.pop("correct") for fit in fits]
+    mean = lambda key: sum(fit[key] for fit in fits) / len(fits)  # noqa: E731
+    optimizers = sorted({fit["optimizer"] for fit in fits})
+    return {
+        "accuracy": mean("accuracy"),
+        "interval": _interval(_bootstrap(corrects, task.name)),
+        "baseline": mean("baseline"),
+        "split_accuracies": [fit["accuracy"] for fit in fits],
+        "weight_decay": [fit["weight_decay"] for fit in fits],
+        "optimizer": optimizers[0] if len(optimizers) == 1 else optimizers,
+        "predicted_classes": min(fit["predicted_classes"] for fit in fits),
+        "n_train": fits[0]["n_train"],
+        "n_test": fits[0]["n_test"],
+        "correct": corrects,
+    }
+
+
+def difference(a: dict, b: dict, task_name: str) -> dict:
+    """``a - b`` in accuracy, two cells on the same test examples: the paired bootstrap's 95% interval, and
+    ``real`` when it excludes 0."""
+    corrects = [ca.float() - cb.float() for ca, cb in zip(a["correct"], b["correct"])]
+    interval = _interval(_bootstrap(corrects, task_name))
+    return {
+        "difference": a["accuracy"] - b["accuracy"],
+        "interval": interval,
+        "real": interval[0] > 0 or interval[1] < 0,
+    }
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two ``[examples, features]`` matrices: 1 for representations equal up to
+    a rotation and scale, near 0 for unrelated ones."""
+    x = x.double() - x.double().mean(0)
+    y = y.double() - y.double().mean(0)
+    cross = (y.T @ x).pow(2).sum()
+    norms = (x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()
+    return (cross / norms).item() if norms > 0 else float("nan")
 
 
 def load_probe_model(path: str, device: str = "cpu"):
@@ -312,15 +503,67 @@ def probe_sentences(data_path: str, source_lang: str, target_lang: str, settings
 
 
 def probe_model(model, tokenizer, tasks: list[ProbeTask], settings: ProbeSettings, progress) -> list[dict]:
-    """Every (layer, task) probe of one model: ``[{"index", "mark", "tasks": {task: result}}]``."""
+    """Every (layer, task) probe of one model, on the stream and on the layer's update, and linear CKA between
+    consecutive layers: ``[{"index", "mark", "tasks": {task: cell}, "update": {task: cell}, "cka_previous"}]``."""
     layout = model.config.encoder_layout
-    layers = [{"index": i, "mark": "E" if i == 0 else layout[i - 1], "tasks": {}} for i in range(len(layout) + 1)]
+    layers = [
+        {"index": i, "mark": "E" if i == 0 else layout[i - 1], "tasks": {}, "update": {}}
+        for i in range(len(layout) + 1)
+    ]
     for task in tasks:
         features = layer_outputs(model, tokenizer, task.sentences, settings.batch_size, task.positions)
-        for layer, layer_features in zip(layers, features):
-            layer["tasks"][task.name] = fit_probe(layer_features, task.labels, task.split, task.num_classes)
+        splits = task_splits(task, settings)
+        for layer in layers:
+            i = layer["index"]
+            layer["tasks"][task.name] = probe_cell(features[i], task, splits)
+            if i > 0:  # what the layer adds: its output minus its input (the previous layer's output)
+                layer["update"][task.name] = probe_cell(features[i] - features[i - 1], task, splits)
             progress.update(1)
+    sentences = tasks[0].sentences[:CKA_SENTENCES] if tasks else []
+    if sentences:
+        states = layer_outputs(model, tokenizer, sentences, settings.batch_size, positions="all")
+        for layer in layers[1:]:
+            layer["cka_previous"] = linear_cka(states[layer["index"] - 1], states[layer["index"]])
     return layers
+
+
+def _task_key(task: ProbeTask) -> str:
+    """Two models' tasks hold the same examples when their keys match (token-level tasks depend on the tokenizer)."""
+    content = json.dumps([task.sentences, task.labels, task.positions, task.split], ensure_ascii=False)
+    return f"{task.name}:{zlib.crc32(content.encode('utf-8'))}"
+
+
+def differences(report_models: dict, task_keys: dict) -> list[dict]:
+    """Paired differences: consecutive layers of each model (stream), and each model against the first at the same
+    layer (stream and update) where both probed the same examples."""
+    found = []
+    names = list(report_models)
+    for name in names:
+        layers = report_models[name]["layers"]
+        for layer in layers[1:]:
+            for task, cell in layer["tasks"].items():
+                below = layers[layer["index"] - 1]["tasks"][task]
+                found.append({"model": name, "task": task, "kind": "stream", "a": f"{name} layer {layer['index']}",
+                              "b": f"{name} layer {layer['index'] - 1}", **difference(cell, below, task)})  # fmt: skip
+    first = names[0] if names else None
+    for name in names[1:]:
+        for layer, reference in zip(report_models[name]["layers"], report_models[first]["layers"]):
+            for kind in ("tasks", "update"):
+                for task, cell in layer[kind].items():
+                    if task not in reference[kind] or task_keys[name].get(task) != task_keys[first].get(task):
+                        continue
+                    found.append({"model": name, "task": task, "kind": "stream" if kind == "tasks" else "update",
+                                  "a": f"{name} layer {layer['index']}", "b": f"{first} layer {layer['index']}",
+                                  **difference(cell, reference[kind][task], task)})  # fmt: skip
+    return found
+
+
+def _drop_hits(report_models: dict) -> None:
+    for entry in report_models.values():
+        for layer in entry["layers"]:
+            for kind in ("tasks", "update"):
+                for cell in layer[kind].values():
+                    cell.pop("correct", None)
 
 
 def run_probes(
@@ -378,62 +621,118 @@ def run_probes(
     if skipped:
         report["skipped_tasks"] = skipped
     total = sum(len(model.config.encoder_layout) + 1 for _, model, _ in loaded.values()) * len(settings.tasks)
+    task_keys = {}
     with tqdm(total=total, desc="probes (model, layer, task)") as progress:
         for name, (path, model, tokenizer) in loaded.items():
             tasks = [task for task in tasks_of[name] if task.name not in skipped]
             report["tasks"].update({t.name: {"description": t.description, "classes": t.num_classes} for t in tasks})
+            task_keys[name] = {task.name: _task_key(task) for task in tasks}
             layers = probe_model(model, tokenizer, tasks, settings, progress)
             report["models"][name] = {"path": path, "encoder_layout": model.config.encoder_layout, "layers": layers}
+    report["differences"] = differences(report["models"], task_keys)
+    _drop_hits(report["models"])
     write_report(report, output_dir)
     return report
 
 
+def _cell(cell: dict) -> str:
+    low, high = cell["interval"]
+    return f"{100 * cell['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def markdown(report: dict) -> str:
-    """One table per model: rows the layers (E, then L/R), columns the tasks; test accuracy, baseline on top."""
+    """Per model, two tables (the stream, the layers' updates): rows the layers (E, then L/R), columns the tasks, each
+    cell the mean test accuracy (%) over the splits with its 95% bootstrap interval; then the differences that are
+    real (their paired interval excludes 0)."""
     tasks = list(report["tasks"])
+    splits = report["settings"].get("splits", 1)
     lines = [
         f"Linear probes on {report['sentences']:,} source sentences of {report['data']} (seed "
-        f"{report['settings']['seed']}): test accuracy (%) per encoder layer; layer 0 (E) is the embeddings, "
-        "L a trainable layer, R a reservoir. Baseline: the majority class.",
+        f"{report['settings']['seed']}): test accuracy (%) per encoder layer, the mean over {splits} random "
+        f"train/validation/test split(s) with its 95% bootstrap interval ({BOOTSTRAP} resamples of the test "
+        "examples); layer 0 (E) is the embeddings, L a trainable layer, R a reservoir. Baseline: the majority class. "
+        "**Stream**: the layer's output. **Update**: its output minus its input, what the layer itself adds. CKA: "
+        "linear CKA between the layer's token states and the layer below's (1: the same up to rotation and scale).",
         "",
         *[f"- `{name}`: {task['description']} ({task['classes']} classes)" for name, task in report["tasks"].items()],
         *[f"- `{name}` skipped: {why}" for name, why in report.get("skipped_tasks", {}).items()],
     ]
     for name, entry in report["models"].items():
-        first = entry["layers"][0]["tasks"]
+        layers = entry["layers"]
+        first = layers[0]["tasks"]
         lines += [
             "",
             f"### {name} (`{entry['encoder_layout']}`)",
             "",
+            "Stream:",
+            "",
+            "| layer | " + " | ".join(tasks) + " | CKA with the layer below |",
+            "|---|" + "---|" * (len(tasks) + 1),
+            "| baseline | " + " | ".join(f"{100 * first[t]['baseline']:.1f}" for t in tasks) + " | |",
+        ]
+        for layer in layers:
+            cka = layer.get("cka_previous")
+            cells = [_cell(layer["tasks"][t]) for t in tasks] + ["" if cka is None else f"{cka:.3f}"]
+            lines.append(f"| {layer['index']} {layer['mark']} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Update (output minus input):",
+            "",
             "| layer | " + " | ".join(tasks) + " |",
             "|---|" + "---|" * len(tasks),
-            "| baseline | " + " | ".join(f"{100 * first[t]['baseline']:.1f}" for t in tasks) + " |",
         ]
-        for layer in entry["layers"]:
-            cells = [f"{100 * layer['tasks'][t]['accuracy']:.1f}" for t in tasks]
-            lines.append(f"| {layer['index']} {layer['mark']} | " + " | ".join(cells) + " |")
+        for layer in layers[1:]:
+            lines.append(
+                f"| {layer['index']} {layer['mark']} | " + " | ".join(_cell(layer["update"][t]) for t in tasks) + " |"
+            )
+        collapsed = [
+            f"{layer['index']} {t}" for layer in layers for kind in ("tasks", "update") for t, c in layer[kind].items()
+            if c.get("optimizer") != "lbfgs"
+        ]  # fmt: skip
+        if collapsed:
+            lines.append(f"\nRefitted with Adam where L-BFGS failed: {', '.join(collapsed)}.")
+    found = report.get("differences", [])
+    real = [d for d in found if d["real"]]
+    lines += [
+        "",
+        "### Differences",
+        "",
+        f"{len(real)} of {len(found)} differences tested are real (their paired 95% bootstrap interval excludes 0): "
+        "consecutive layers of each model (stream), and each model against the first at the same layer (stream "
+        "and update). A difference whose interval holds 0 is not evidence of no difference.",
+        "",
+        "| task | kind | a | b | a - b (points) | 95% interval |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {d['task']} | {d['kind']} | {d['a']} | {d['b']} | {100 * d['difference']:+.1f} | "
+            f"[{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] |"
+            for d in real
+        ],
+    ]
     return "\n".join(lines) + "\n"
 
 
 def plot_heatmap(report: dict, path: str) -> None:
-    """Accuracy above the majority baseline (percentage points), models side by side."""
+    """Accuracy above the majority baseline (percentage points): per model, the stream and the layers' updates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks, models = list(report["tasks"]), list(report["models"])
-    figure, axes = plt.subplots(1, len(models), figsize=(3.2 + 1.1 * len(tasks) * len(models), 4), squeeze=False)
-    for axis, name in zip(axes[0], models):
-        layers = report["models"][name]["layers"]
-        grid = [[100 * (x["tasks"][t]["accuracy"] - x["tasks"][t]["baseline"]) for t in tasks] for x in layers]
+    panels = [(name, kind) for name in models for kind in ("tasks", "update")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 + 1.1 * len(tasks) * len(panels), 4), squeeze=False)
+    image = None
+    for axis, (name, kind) in zip(axes[0], panels):
+        layers = [x for x in report["models"][name]["layers"] if kind == "tasks" or x["index"] > 0]
+        grid = [[100 * (x[kind][t]["accuracy"] - x[kind][t]["baseline"]) for t in tasks] for x in layers]
         image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for row, values in enumerate(grid):
             for column, value in enumerate(values):
                 axis.text(column, row, f"{value:.0f}", ha="center", va="center", color="white", fontsize=8)
         axis.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=8)
         axis.set_yticks(range(len(layers)), [f"{x['index']} {x['mark']}" for x in layers])
-        axis.set_title(name, fontsize=9)
+        axis.set_title(f"{name}: {'stream' if kind == 'tasks' else 'update'}", fontsize=9)
     figure.colorbar(image, ax=axes[0].tolist(), label="test accuracy - majority baseline (points)")
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)

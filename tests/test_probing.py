@@ -1,4 +1,5 @@
-"""`hf-reservoir probe` (#24): layer extraction, linear probes that learn what is learnable (only that), bad input."""
+"""`hf-reservoir probe`: layer extraction, linear probes that learn what is learnable (only that), the layers' updates,
+the order task, intervals, bad input."""
 
 import json
 import random
@@ -8,9 +9,20 @@ import torch
 
 from hf_reservoir import ReservoirMarianMTModel
 from hf_reservoir.cli import main
-from hf_reservoir.probing import fit_probe, layer_outputs, length_task
+from hf_reservoir.probing import (
+    ProbeSettings,
+    bigram_shift_pair_task,
+    difference,
+    fit_probe,
+    layer_outputs,
+    length_task,
+    linear_cka,
+    probe_cell,
+    probe_model,
+    task_splits,
+)
 
-from .conftest import save_tiny_model_with_tokenizer, tiny_config
+from .conftest import WORDS_DE, save_tiny_model_with_tokenizer, tiny_config
 from .test_reliability import run_cli
 
 WORDS = "Haus Baum Wasser gehen sehen klein groß rot schnell Tisch Fenster öffnen schließen Datei Ordner".split()
@@ -70,18 +82,23 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     corpus, folder, _ = corpus_and_model
     out = tmp_path / "probing"
     argv = ["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]
-    assert main([*argv, "--tasks", "length", "token_identity", "--control"]) == 0
+    assert main([*argv, "--tasks", "length", "token_identity", "--control", "--splits", "2"]) == 0
     report = json.loads((out / "probe.json").read_text())
     assert list(report["models"]) == ["run0", "run0 (random init)"]
     layers = report["models"]["run0"]["layers"]
     assert [layer["mark"] for layer in layers] == ["E", "L", "L", "R", "L", "R", "L", "L"]
-    assert set(layers[3]["tasks"]) == {"length", "token_identity"}
+    assert set(layers[3]["tasks"]) == set(layers[3]["update"]) == {"length", "token_identity"}
+    cell = layers[3]["update"]["length"]
+    assert len(cell["split_accuracies"]) == 2 and cell["interval"][0] <= cell["accuracy"] <= cell["interval"][1]
+    assert 0 < layers[3]["cka_previous"] <= 1 + 1e-9 and "cka_previous" not in layers[0]
+    assert "correct" not in cell and all(set(d) >= {"a", "b", "interval", "real"} for d in report["differences"])
     # The control is the architecture drawn again from the same seed (torch seed 0, as the fixture drew this
     # untrained model): it must probe exactly alike, which also shows that the probes are deterministic.
     assert report["models"]["run0 (random init)"]["layers"] == layers
     assert (out / "probe_heatmap.png").stat().st_size > 0
     table = (out / "probe.md").read_text()
     assert "### run0 (`LLRLRLL`)" in table and "| 3 R |" in table and "| baseline |" in table
+    assert "Update (output minus input):" in table and "### Differences" in table
 
 
 def test_bad_input_is_one_error_line(corpus_and_model, tmp_path, capsys):
@@ -98,7 +115,8 @@ def test_probe_without_tasks_runs_what_the_data_supports_and_names_what_it_skipp
     corpus, folder, _ = corpus_and_model  # plain text: no per-pair source
     out = tmp_path / "probing"
     capsys.readouterr()
-    assert main(["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]) == 0
+    argv = ["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]
+    assert main([*argv, "--splits", "1"]) == 0
     skipped = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Skipped")]
     assert len(skipped) == 1 and "'source'" in skipped[0] and "records no source" in skipped[0]
     report = json.loads((out / "probe.json").read_text())
@@ -106,3 +124,107 @@ def test_probe_without_tasks_runs_what_the_data_supports_and_names_what_it_skipp
     # Asked for explicitly, the task the data cannot support stays an error.
     argv = ["probe", str(folder), "--output_dir", str(tmp_path / "o"), "--data_path", str(corpus), "--tasks", "source"]
     assert "needs a corpus that records each pair's source" in run_cli(argv, capsys)
+
+
+# Sentences with a strict word order (article, noun, verb, adverb): swapping two adjacent words is visible from the
+# two words themselves, so the order task can succeed wherever the states keep the words apart.
+ARTICLES, NOUNS = "der die das".split(), "Haus Baum Wasser Tisch Fenster Datei Ordner".split()
+VERBS, ADVERBS = "öffnet schließt sieht geht".split(), "schnell langsam gern oft".split()
+
+
+@pytest.fixture(scope="module")
+def ordered_model(tmp_path_factory):
+    rng = random.Random(3)
+    sentences = [
+        " ".join([rng.choice(ARTICLES), rng.choice(NOUNS), rng.choice(VERBS), rng.choice(ADVERBS)]) + "."
+        for _ in range(800)
+    ]
+    folder = tmp_path_factory.mktemp("ordered") / "model"
+    filler = [" ".join(rng.sample(WORDS_DE, 8)) for _ in range(400)]  # text enough for a 300-piece tokenizer
+    save_tiny_model_with_tokenizer(folder, sentences + filler, num_encoder_reservoir_layers=2)
+    from hf_reservoir.inference import load_for_inference
+
+    model, tokenizer = load_for_inference(str(folder))
+    return model, tokenizer, sentences
+
+
+def bag_of_words(module, args, output):
+    """A forward hook that makes a layer's output its input's mean over the sentence at every position: a bag of the
+    embedded words (their positions added in, summed alike in either order), so word order is gone."""
+    states = output[0] if isinstance(output, tuple) else output
+    pooled = args[0].mean(dim=1, keepdim=True).expand_as(states)
+    return (pooled, *output[1:]) if isinstance(output, tuple) else pooled
+
+
+def test_the_order_task_succeeds_where_order_is_kept_and_not_where_it_is_gone(ordered_model):
+    model, tokenizer, sentences = ordered_model
+    task = bigram_shift_pair_task(sentences, tokenizer, random.Random(1))
+    assert len(task.labels) > 700 and set(task.labels) == {0, 1}
+    kept = layer_outputs(model, tokenizer, task.sentences, positions=task.positions)
+    embeddings = fit_probe(kept[0], task.labels, task.split, 2)  # embeddings plus positions
+    assert embeddings["accuracy"] > 0.8, embeddings
+    # The same sentences read through a model whose first layer pools its input into the sentence's mean.
+    hook = model.get_encoder().layers[0].register_forward_hook(bag_of_words)
+    try:
+        pooled = layer_outputs(model, tokenizer, task.sentences, positions=task.positions)
+    finally:
+        hook.remove()
+    gone = fit_probe(pooled[1], task.labels, task.split, 2)  # the pooling layer's output
+    assert gone["accuracy"] < 0.62 and gone["accuracy"] < embeddings["accuracy"] - 0.25, gone  # chance: 80 test pairs
+    # The sentence-mean task erases order the same way: the pair task exists because of it.
+    mean_pooled = layer_outputs(model, tokenizer, task.sentences)[0]
+    assert fit_probe(mean_pooled, task.labels, task.split, 2)["accuracy"] < 0.62
+
+
+def test_the_update_of_an_identity_layer_is_at_the_majority_baseline(ordered_model):
+    """A layer that returns its input adds nothing: its update probe predicts the majority class, its stream does
+    not (it carries everything below)."""
+    from tqdm.auto import tqdm
+
+    model, tokenizer, sentences = ordered_model
+    settings = ProbeSettings(tasks=["length"], splits=2)
+    task = length_task(sentences + [s.replace(".", " heute.") for s in sentences[:300]], random.Random(2))
+    hook = model.get_encoder().layers[2].register_forward_hook(lambda module, args, output: args[0])
+    try:
+        with tqdm(disable=True) as progress:
+            layers = probe_model(model, tokenizer, [task], settings, progress)
+    finally:
+        hook.remove()
+    identity = layers[3]  # encoder layer index 2 is row 3 (row 0: the embeddings)
+    assert identity["update"]["length"]["accuracy"] == pytest.approx(identity["update"]["length"]["baseline"])
+    assert identity["tasks"]["length"]["accuracy"] > identity["tasks"]["length"]["baseline"] + 0.2
+    assert identity["cka_previous"] == pytest.approx(1.0)
+    assert layers[2]["update"]["length"]["accuracy"] > layers[2]["update"]["length"]["baseline"]
+
+
+def test_intervals_widen_when_the_test_set_shrinks_and_differences_are_paired(corpus_and_model):
+    from hf_reservoir.inference import load_for_inference
+
+    _, folder, german = corpus_and_model
+    model, tokenizer = load_for_inference(str(folder))
+    settings = ProbeSettings(splits=3)
+    widths = []
+    for count in (1200, 300):
+        task = length_task(german[:count], random.Random(1))
+        cell = probe_cell(layer_outputs(model, tokenizer, task.sentences)[0], task, task_splits(task, settings))
+        assert len(cell["split_accuracies"]) == 3 and cell["interval"][0] <= cell["accuracy"] <= cell["interval"][1]
+        widths.append(cell["interval"][1] - cell["interval"][0])
+    assert widths[1] > 1.5 * widths[0], widths  # a quarter of the test examples: about twice the width
+    # A cell against itself differs by exactly 0 (not real); against a probe of shuffled labels, really.
+    shuffled = task.labels[:]
+    random.Random(5).shuffle(shuffled)
+    noise = probe_cell(
+        layer_outputs(model, tokenizer, task.sentences)[0],
+        length_task(german[:count], random.Random(1)).__class__(**{**vars(task), "labels": shuffled}),
+        task_splits(task, settings),
+    )
+    same = difference(cell, cell, "length")
+    assert same["difference"] == 0 and same["interval"] == [0.0, 0.0] and not same["real"]
+    assert difference(cell, noise, "length")["real"]
+
+
+def test_linear_cka():
+    x = torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))
+    assert linear_cka(x, 3 * x @ rotation) == pytest.approx(1.0)
+    assert linear_cka(x, torch.randn(400, 16, generator=torch.Generator().manual_seed(2))) < 0.2
