@@ -220,7 +220,7 @@ def text_tokenizer_dir(text_corpus, tmp_path_factory):
     return path
 
 
-REAL_CORPUS_FIXTURES = ("corpus_dir", "tokenizer_dir")
+REAL_CORPUS_FIXTURES = ("corpus_dir", "fr_corpus_dir", "tokenizer_dir")
 
 
 def pytest_collection_modifyitems(config, items):
