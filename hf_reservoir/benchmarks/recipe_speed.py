@@ -171,6 +171,8 @@ def measure(args) -> dict:
                       "padded_tokens_per_second": tokens / seconds}  # fmt: skip
     for name, row in rows.items():
         row["step_time_ratio"] = row["seconds_per_step"] / rows[base]["seconds_per_step"]
+        if name != base:  # interleaved repeats: each repeat's ratio to the first row is paired
+            row["step_time_ratio_interval_95"] = ratio_interval(times, name, base)
         row["pairs_per_second_ratio"] = row["pairs_per_second"] / rows[base]["pairs_per_second"]
         twin = TWINS.get(name)
         if twin in rows:  # the repeats are interleaved, so each repeat's ratio is paired: an interval over repeats
@@ -189,8 +191,8 @@ def markdown(report: dict) -> str:
         f"{report['steps']} real training batches per variant per repeat, median of {report['repeats']} interleaved "
         "repeats after one warm-up round. A step is forward, backward and the optimizer step.",
         "",
-        "| variant | s/step | step time vs the first row | pairs/s | pairs/s vs the first row | padded tokens/s | "
-        "step time vs its fp32 eager twin, median [95% interval over repeats] |",
+        "| variant | s/step | step time vs the first row [95% interval over repeats] | pairs/s | pairs/s vs the first "
+        "row | padded tokens/s | step time vs its fp32 eager twin, median [95% interval over repeats] |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in report["variants"].items():
@@ -198,16 +200,20 @@ def markdown(report: dict) -> str:
         if "twin" in row:
             interval = describe_interval(row["step_time_ratio_to_twin_interval_95"], 3)
             twin = f"{row['step_time_ratio_to_twin']:.3f} {interval}"
+        against_first = f"{row['step_time_ratio']:.3f}"
+        if "step_time_ratio_interval_95" in row:
+            against_first += f" {describe_interval(row['step_time_ratio_interval_95'], 3)}"
         lines.append(
-            f"| {name} | {row['seconds_per_step']:.4f} | {row['step_time_ratio']:.3f} | "
+            f"| {name} | {row['seconds_per_step']:.4f} | {against_first} | "
             f"{row['pairs_per_second']:.0f} | {row['pairs_per_second_ratio']:.3f} | "
             f"{row['padded_tokens_per_second']:.0f} | {twin} |"
         )
     lines += [
         "",
-        "Twin ratios: each repeat's step time over the twin's in the same repeat (interleaved, so paired); the median "
-        "and Student's t 95% interval of the mean over repeats. bf16 autocast pays only on CPUs with AVX512-BF16 or "
-        "AMX; torch.compile's first round (the compilation) is the warm-up round, not timed.",
+        "Ratios to the first row: the ratio of the medians, with Student's t 95% interval of the mean of each "
+        "repeat's ratio (interleaved, so paired). Twin ratios: each repeat's step time over the twin's in the same "
+        "repeat; the median and Student's t 95% interval of the mean over repeats. bf16 autocast pays only on CPUs "
+        "with AVX512-BF16 or AMX; torch.compile's first round (the compilation) is the warm-up round, not timed.",
     ]
     return "\n".join(lines) + "\n"
 
