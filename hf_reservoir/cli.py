@@ -401,6 +401,9 @@ def add_probe(commands) -> None:
     )
     probe.add_argument("--limit", type=int, default=6000, help="source sentences drawn from the training split")
     probe.add_argument("--control", action="store_true", help="add the first model's architecture at random init")
+    probe.add_argument(
+        "--control_seeds", type=int, nargs="+", default=None, help="random-init controls from these torch seeds"
+    )
     probe.add_argument("--data_path", default="data/de-en", help="the corpus (a built corpus, or text/TSV/JSONL)")
     probe.add_argument("--seed", type=int, default=1, help="draws the sentences and builds the tasks")
     probe.add_argument(
@@ -419,8 +422,8 @@ def probe_main(args) -> int:
 
     settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed, splits=args.splits)
     report = run_probes(
-        args.models, args.output_dir, args.data_path, settings, args.control, args.source_lang, args.target_lang,
-        args.device,
+        args.models, args.output_dir, args.data_path, settings, args.control_seeds or args.control,
+        args.source_lang, args.target_lang, args.device,
     )  # fmt: skip
     print(markdown(report))
     print(f"Wrote {args.output_dir}/probe.json, probe.md and probe_heatmap.png")

@@ -43,7 +43,8 @@ calls it real only when that interval excludes 0.
 
 A **control** (``--control``) adds the first model's architecture at its random initialisation: nothing trained,
 its reservoirs the same as the trained model's (they come from ``reservoir_seed``), so a reader can tell what
-training added.
+training added. ``--control_seeds 0 1`` draws the trainable layers of several controls from those torch seeds, so
+that a difference between the trained model and the control can be told from the draw of one control.
 """
 
 from __future__ import annotations
@@ -473,12 +474,12 @@ def load_probe_model(path: str, device: str = "cpu"):
     return model, tokenizer
 
 
-def random_init_twin(model):
-    """The same architecture at its random initialisation: trained layers re-drawn, reservoirs from the same
-    ``reservoir_seed`` (so equal to the trained model's)."""
+def random_init_twin(model, seed: int = 0):
+    """The same architecture at its random initialisation: trained layers re-drawn from torch seed ``seed``,
+    reservoirs from the same ``reservoir_seed`` (so equal to the trained model's)."""
     from .modeling_reservoir import ReservoirMarianMTModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     twin = ReservoirMarianMTModel(model.config).to(next(model.parameters()).device).eval()
     return twin.requires_grad_(False)
 
@@ -571,12 +572,13 @@ def run_probes(
     output_dir: str,
     data_path: str = "data/de-en",
     settings: ProbeSettings | None = None,
-    control: bool = False,
+    control: bool | list[int] = False,
     source_lang: str = "de",
     target_lang: str = "en",
     device: str = "cpu",
 ) -> dict:
-    """Probe every model (and the random-init control of the first); write ``probe.json``, ``probe.md`` and
+    """Probe every model (and the random-init controls of the first: ``control`` True for torch seed 0, or a list of
+    seeds); write ``probe.json``, ``probe.md`` and
     ``probe_heatmap.png`` into ``output_dir``; return the report."""
     from tqdm.auto import tqdm
 
@@ -593,13 +595,16 @@ def run_probes(
             skipped["source"] = "the data records no source per pair (only a built corpus does)"
         settings = replace(settings, tasks=[task for task in TASKS if task not in skipped])
     loaded = {model_name(path): (path, *load_probe_model(path, device)) for path in model_dirs}
-    if control:
+    control_seeds = [0] if control is True else list(control or [])
+    if control_seeds:
         path, model, tokenizer = next(iter(loaded.values()))
-        loaded[f"{model_name(path)} (random init)"] = (
-            f"{path} at random initialisation",
-            random_init_twin(model),
-            tokenizer,
-        )
+        for seed in control_seeds:
+            suffix = " (random init)" if seed == 0 else f" (random init, seed {seed})"
+            loaded[model_name(path) + suffix] = (
+                f"{path} at random initialisation (torch seed {seed})",
+                random_init_twin(model, seed),
+                tokenizer,
+            )
     tasks_of = {}  # per model (token identity depends on the tokenizer): the tasks the sentences can support
     for name, (_, _, tokenizer) in loaded.items():
         tasks_of[name] = []

@@ -82,9 +82,9 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     corpus, folder, _ = corpus_and_model
     out = tmp_path / "probing"
     argv = ["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]
-    assert main([*argv, "--tasks", "length", "token_identity", "--control", "--splits", "2"]) == 0
+    assert main([*argv, "--tasks", "length", "token_identity", "--control_seeds", "0", "1", "--splits", "2"]) == 0
     report = json.loads((out / "probe.json").read_text())
-    assert list(report["models"]) == ["run0", "run0 (random init)"]
+    assert list(report["models"]) == ["run0", "run0 (random init)", "run0 (random init, seed 1)"]
     layers = report["models"]["run0"]["layers"]
     assert [layer["mark"] for layer in layers] == ["E", "L", "L", "R", "L", "R", "L", "L"]
     assert set(layers[3]["tasks"]) == set(layers[3]["update"]) == {"length", "token_identity"}
@@ -95,6 +95,8 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     # The control is the architecture drawn again from the same seed (torch seed 0, as the fixture drew this
     # untrained model): it must probe exactly alike, which also shows that the probes are deterministic.
     assert report["models"]["run0 (random init)"]["layers"] == layers
+    # Another seed draws other trainable layers (the reservoirs are the same: they come from reservoir_seed).
+    assert report["models"]["run0 (random init, seed 1)"]["layers"] != layers
     assert (out / "probe_heatmap.png").stat().st_size > 0
     table = (out / "probe.md").read_text()
     assert "### run0 (`LLRLRLL`)" in table and "| 3 R |" in table and "| baseline |" in table
