@@ -398,6 +398,10 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
     def summary(self) -> dict:
         return self.record.summary(self.budget_seconds)
 
+    def figures_for_log(self, bleu: float) -> dict[str, float]:
+        """The record's [`ConvergenceRecord.figures_for_log`] under this run's budget."""
+        return self.record.figures_for_log(bleu, self.budget_seconds)
+
     def write(self, output_dir: str) -> str:
         """Write ``convergence.json`` and ``convergence.png`` into ``output_dir``; return the JSON path."""
         os.makedirs(output_dir, exist_ok=True)

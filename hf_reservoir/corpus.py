@@ -149,10 +149,6 @@ class LanguagePair:
         return self.target if self.source == ENGLISH else self.source
 
     @property
-    def name(self) -> str:
-        return f"{self.source}-{self.target}"
-
-    @property
     def corpus_name(self) -> str:
         """The corpus's name, the same for both directions (``fr-en``)."""
         return f"{self.language}-{ENGLISH}"
@@ -359,11 +355,10 @@ def _is_untranslated(xx: str, en: str, language: str, rules: ScriptRules) -> boo
     return language in NON_LATIN and xx.isascii()
 
 
-def drop_reason(de: str, en: str, language: str = DEFAULT_LANGUAGE, rules: ScriptRules | None = None) -> str | None:
-    """Why a (cleaned) pair is dropped, or None to keep it. ``de`` is the non-English side (German by default);
-    ``rules`` default to the measured ones of ``language``."""
+def drop_reason(xx: str, en: str, language: str = DEFAULT_LANGUAGE, rules: ScriptRules | None = None) -> str | None:
+    """Why a (cleaned) pair is dropped, or None to keep it. ``xx`` is the non-English side, in ``language`` (German
+    by default); ``rules`` default to the measured ones of ``language``."""
     rules = rules or rules_for(language) or ScriptRules(LENGTH_RATIOS[DEFAULT_LANGUAGE])
-    xx = de
     if not xx or not en:
         return "empty"
     if _PLACEHOLDER.search(xx) or _PLACEHOLDER.search(en):
@@ -441,8 +436,7 @@ def split_sentences(text: str, language: str = ENGLISH) -> list[str]:
         return _SENTENCE_END.split(text)
     pieces, start = [], 0
     for match in _SENTENCE_END_ANY.finditer(text):
-        following = text[match.end()] if match.end() < len(text) else ""
-        if match.group(0).strip() == "" and text[match.start() - 1] in ".!?" and not following.isupper():
+        if text[match.start() - 1] in ".!?" and not text[match.end()].isupper():  # a letter follows, not a capital
             continue
         pieces.append(text[start : match.start()].strip())
         start = match.end()
@@ -482,18 +476,18 @@ def help_pairs(root: str, language: str = DEFAULT_LANGUAGE) -> list[tuple[str, s
     return pairs
 
 
-def measure_help_rules(root: str, language: str) -> ScriptRules:
-    """[`ScriptRules`] measured on the unpacked help of ``language``: the central 99% of the character ratio
-    (0.5th-99.5th percentiles, rounded outward to 0.05) over paragraphs with 3 or more English words that are
-    translated, and spaced unless the median word-count ratio is below 0.5. ``LENGTH_RATIOS`` and ``UNSPACED``
-    hold its results for the packages measured; a build uses it for a language they lack."""
+def measure_help_rules(pairs: list[tuple[str, str]], language: str) -> ScriptRules:
+    """[`ScriptRules`] measured on the help pairs of ``language`` ([`help_pairs`]): the central 99% of the
+    character ratio (0.5th-99.5th percentiles, rounded outward to 0.05) over paragraphs with 3 or more English
+    words that are translated, and spaced unless the median word-count ratio is below 0.5. ``LENGTH_RATIOS`` and
+    ``UNSPACED`` hold its results for the packages measured; a build uses it for a language they lack."""
     import math
     import statistics
 
-    probe = ScriptRules((0.0, math.inf), spaced=True, max_words=10**9)
+    untranslated_rule = ScriptRules((0.0, math.inf))  # only its ``untranslated`` rule is used here
     ratios, word_ratios = [], []
-    for xx, en in help_pairs(root, language):
-        if not xx or not en or _is_untranslated(xx, en, language, probe) or len(en.split()) < 3:
+    for xx, en in pairs:
+        if not xx or not en or _is_untranslated(xx, en, language, untranslated_rule) or len(en.split()) < 3:
             continue
         ratios.append(len(xx) / len(en))
         word_ratios.append(len(xx.split()) / len(en.split()))
@@ -598,18 +592,18 @@ def collect_pairs(
     """Extract, clean, filter and deduplicate; returns ``{split: [(xx, en, source), ...]}``.
 
     ``rules`` default to the measured ones of ``language`` ([`rules_for`]), else they are measured on the help
-    pages in ``root`` ([`measure_help_rules`]); the rules used go into ``stats.rules``.
+    pairs extracted here ([`measure_help_rules`]); the rules used go into ``stats.rules``.
     """
-    measured = "hf_reservoir.corpus.LENGTH_RATIOS"
-    if rules is None:
-        rules = rules_for(language)
-        if rules is None:
-            rules, measured = measure_help_rules(root, language), "measured on this build's help pages"
-    stats.rules = {**rules.to_dict(), "source": measured}
     sources = {}
     if language == DEFAULT_LANGUAGE:
         sources["ding"], ding_skipped = ding_pairs(root)
     sources["help"], sources["ui"] = help_pairs(root, language), ui_pairs(root, language)
+    measured = "hf_reservoir.corpus.LENGTH_RATIOS"
+    if rules is None:
+        rules = rules_for(language)
+        if rules is None:
+            rules, measured = measure_help_rules(sources["help"], language), "measured on this build's help pages"
+    stats.rules = {**rules.to_dict(), "source": measured}
     seen: set[str] = set()
     splits: dict[str, list[tuple[str, str, str]]] = {s: [] for s in SPLITS}
     for source, pairs in sources.items():

@@ -56,7 +56,7 @@ class ModelCardFacts:
     dataset_name: str = DEBIAN_CORPUS_NAME
     hardware: str = ""
     plot_file: str = CONVERGENCE_PLOT
-    example_source: str = "Wählen Sie Extras - Optionen."
+    example_source: str = EXAMPLE_SOURCES["de"]
 
     @classmethod
     def from_run(cls, run_dir: str, model_dir: str, repo_id: str) -> ModelCardFacts:

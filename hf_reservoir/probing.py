@@ -49,6 +49,7 @@ that a difference between the trained model and the control can be told from the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -404,8 +405,10 @@ def task_splits(task: ProbeTask, settings: ProbeSettings) -> list[list[str]]:
     return [task.split, *extra]
 
 
+@functools.lru_cache(maxsize=64)
 def _resamples(n: int, key: str) -> torch.Tensor:
-    """``BOOTSTRAP`` resamples (with replacement) of ``n`` test examples, the same for every cell with this key."""
+    """``BOOTSTRAP`` resamples (with replacement) of ``n`` test examples, the same for every cell with this key
+    (drawn once per key: every layer and model of a task reuses them; read only)."""
     generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
     return torch.randint(n, (BOOTSTRAP, n), generator=generator)
 

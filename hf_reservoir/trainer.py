@@ -65,8 +65,7 @@ class ReservoirSeq2SeqTrainer(Seq2SeqTrainer):
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # The convergence clock's figures travel with each evaluation, to every report_to integration.
         if self.convergence is not None and "eval_bleu" in logs:
-            bleu = float(logs["eval_bleu"])
-            logs = {**logs, **self.convergence.record.figures_for_log(bleu, self.convergence.budget_seconds)}
+            logs = {**logs, **self.convergence.figures_for_log(float(logs["eval_bleu"]))}
         super().log(logs, *args, **kwargs)
 
     def _issue_warnings_after_load(self, load_result) -> None:

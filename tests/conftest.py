@@ -104,7 +104,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
-    """The real de-en corpus, built once per test session (downloads the .deb files once per machine)."""
+    """The real de-en corpus, built once per pytest run (downloads the .deb files once per machine)."""
     from hf_reservoir.corpus import build_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "de-en"
@@ -114,7 +114,7 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fr_corpus_dir(tmp_path_factory):
-    """The real fr-en corpus, built once per test session (the .deb files cached per machine, as for de-en)."""
+    """The real fr-en corpus, built once per pytest run (the .deb files cached per machine, as for de-en)."""
     from hf_reservoir.corpus import build_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "fr-en"
