@@ -196,7 +196,7 @@ class DataArguments:
 
 @dataclass
 class ConvergenceArguments:
-    """The convergence clock."""
+    """The convergence clock, and how a run shares the machine and survives its end."""
 
     budget_seconds: float | None = field(
         default=None, metadata={"help": "T-hat: stop after this many training seconds; AUCC integrates up to it"}
@@ -240,6 +240,14 @@ class ConvergenceArguments:
             "comparison measures a slower arm as slower (the sweep's A/A test). 0 in real runs"
         },
     )
+    save_interval_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "also save a checkpoint whenever this many wall-clock seconds have passed since the last one, "
+            "so a machine that stops at any moment loses at most that much work; save_steps still apply. "
+            "Not part of the recipe: a resume may change it"
+        },
+    )
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split with the best model"})
     final_num_beams: int | None = field(
         default=None,
@@ -258,6 +266,11 @@ class ConvergenceArguments:
             raise ValueError(f"step_delay_seconds={self.step_delay_seconds} must be 0 or more.")
         if self.lane_sharing not in ("turns", "concurrent"):
             raise ValueError(f"lane_sharing={self.lane_sharing!r}; use turns or concurrent.")
+        if self.save_interval_seconds is not None and not self.save_interval_seconds > 0:
+            raise ValueError(
+                f"save_interval_seconds={self.save_interval_seconds} must be positive (e.g. 600 for a checkpoint "
+                "every 10 minutes), or left out for step-based saves only."
+            )
         if self.clock_warmup_steps < 0:
             raise ValueError(f"clock_warmup_steps={self.clock_warmup_steps} must be 0 or more.")
         if (self.lane_dir is None) != (self.lane_name is None):

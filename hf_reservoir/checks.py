@@ -13,6 +13,7 @@ import os
 import shutil
 
 import torch
+from transformers.trainer_utils import SaveStrategy
 from transformers.utils import CONFIG_NAME
 
 from .arguments import ConvergenceArguments, DataArguments, ModelArguments
@@ -37,10 +38,20 @@ def build_run_config(
     if not model_args.model_name_or_path:
         check_lengths(data_args, model_args.max_position_embeddings)
     check_cooldown_end(convergence_args.lr_cooldown, convergence_args.budget_seconds, training_args.max_steps)
+    check_timed_saves(convergence_args.save_interval_seconds, training_args.save_strategy)
     if data_args.length_buckets is not None:
         longest = max(data_args.max_source_length, data_args.max_target_length)
         check_buckets(data_args.length_buckets, data_args.max_tokens, longest, "max_source_length/max_target_length")
     return config
+
+
+def check_timed_saves(save_interval_seconds: float | None, save_strategy) -> None:
+    """Checkpoints on a wall-clock interval need checkpoints to be on."""
+    if save_interval_seconds is not None and save_strategy == SaveStrategy.NO:
+        raise ValueError(
+            f"save_interval_seconds={save_interval_seconds} asks for checkpoints, but save_strategy is 'no'; set "
+            "save_strategy to steps (or epoch), or drop save_interval_seconds."
+        )
 
 
 def settle_training_arguments(training_args) -> None:

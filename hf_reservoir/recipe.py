@@ -10,7 +10,7 @@ and the change is recorded with the step it took effect at (``recipe.json``'s ``
 
 What is *not* part of the recipe passes freely: logging, the evaluation batch size, ``report_to``, progress
 bars, data loader workers, the output folder flags, lane settings (which core a run takes turns on), the final
-scoring's beams.
+scoring's beams, how often checkpoints are saved.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Trainer and what plugs into its steps: token-budget batches, the backskip step, BLEU as the metric,
-the lane's turns, and the best model's final scores.
+the lane's turns, checkpoints on a wall-clock interval, and the best model's final scores.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from .arguments import ConvergenceArguments
-from .convergence import ConvergenceCallback
+from .convergence import ConvergenceCallback, TrainingClock
 from .data import BucketPadding, TokenBatchSampler
 from .metrics import check_dataset_order, corpus_scores, decode_pairs, score_signatures, scores_by_source
 from .progress import ConvergenceProgressCallback
@@ -129,6 +129,55 @@ class StepDelayCallback(TrainerCallback):
         time.sleep(self.seconds)
 
 
+class TimedSaveCallback(TrainerCallback):
+    """Save a checkpoint whenever ``seconds`` of wall-clock time have passed since the last one.
+
+    A run on a machine that may stop at any moment (a spot instance, a shared machine's working stretch) loses at
+    most this much work, whatever ``save_steps`` is; the Trainer's step-based saves still happen, and each of them
+    restarts the interval. Wall-clock, not the training clock: waits for a lane's turn and evaluations are lost
+    too when the machine stops. It must come before the convergence clock in the Trainer's callbacks, so that the
+    clock sees the step as one that ends in a save (a reading; the save itself is off the clock). Under DDP rank
+    0 decides, at logging steps only (where the clock synchronises anyway), and every rank saves together.
+
+    Args:
+        seconds (`float`): the longest wall-clock interval between two checkpoints.
+        time_source (`callable`): ``time.monotonic`` (tests pass a fake).
+    """
+
+    def __init__(self, seconds: float, time_source=time.monotonic):
+        if not seconds > 0:
+            raise ValueError(f"save_interval_seconds={seconds} must be positive, or None for step-based saves only.")
+        self.seconds = seconds
+        self.time_source = time_source
+        self.saves = 0  # the checkpoints this callback asked for
+        self._last = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = self.time_source()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:  # a save is due anyway
+            return
+        distributed = TrainingClock.distributed()
+        if distributed and not control.should_log:
+            return
+        due = self.time_source() - self._last >= self.seconds
+        if distributed:
+            import torch.distributed as dist
+
+            payload = torch.tensor([float(due)])
+            if dist.get_backend() == "nccl":
+                payload = payload.cuda()
+            dist.broadcast(payload, src=0)
+            due = bool(payload[0])
+        if due:
+            control.should_save = True
+            self.saves += 1
+
+    def on_save(self, args, state, control, **kwargs):
+        self._last = self.time_source()
+
+
 def sharing_callbacks(convergence_args: ConvergenceArguments, convergence: ConvergenceCallback) -> list:
     """The lane's turn-taking and the testing delay, each after the convergence clock that they depend on."""
     from .sharing import ConcurrentStartCallback, TurnTakingCallback
@@ -184,9 +233,12 @@ def make_trainer(
     callbacks: list,
     length_buckets: list[int] | None = None,
     target_lang: str | None = None,
+    save_interval_seconds: float | None = None,
 ):
-    """The Trainer, with the convergence clock first and its progress bar instead of the plain one; BLEU is
-    computed with ``target_lang``'s tokenisation ([`bleu_tokenize`])."""
+    """The Trainer, with the convergence clock first (after [`TimedSaveCallback`] when ``save_interval_seconds``
+    is given) and its progress bar instead of the plain one; BLEU is computed with ``target_lang``'s tokenisation
+    ([`bleu_tokenize`])."""
+    timed = [] if save_interval_seconds is None else [TimedSaveCallback(save_interval_seconds)]
     trainer = ReservoirSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -195,7 +247,7 @@ def make_trainer(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer, target_lang),
-        callbacks=[clock, *callbacks],
+        callbacks=[*timed, clock, *callbacks],
         max_tokens=max_tokens,
         length_buckets=length_buckets,
         convergence=clock,

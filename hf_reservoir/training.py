@@ -338,6 +338,7 @@ def run_training(
         extra_callbacks,
         data_args.length_buckets,
         data_args.target_lang,
+        convergence_args.save_interval_seconds,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     report = run_report(clock, model, trainer, train_output, sharing, data_args, data_stats, cooldown)
