@@ -116,8 +116,8 @@ def _config_kwargs(self) -> dict:
     """The ``ReservoirMarianConfig`` keyword arguments these flags ask for (a type not given: the config's)."""
     kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model_name_or_path"}
     types = kwargs.pop("reservoir_type")
-    if types is not None:  # the flag takes one or more values: one value is the config's single type
-        kwargs["reservoir_type"] = types[0] if len(types) == 1 else list(types)
+    if types is not None:  # one or more values: the config expands them to one type per reservoir layer
+        kwargs["reservoir_type"] = list(types)
     return kwargs
 
 

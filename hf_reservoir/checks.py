@@ -88,7 +88,6 @@ def check_shape_flags(model_args: ModelArguments, config: ReservoirMarianConfig)
         saved = loaded[f.name]
         if f.name == "reservoir_type":  # one type, or one per reservoir: compared per reservoir layer
             value = reservoir_types_per_layer(value, config.num_encoder_reservoir_layers)
-            saved = list(config.encoder_reservoir_types.values())
         if value != saved:
             contradictions.append(
                 f"{f.name}: asked {getattr(model_args, f.name)!r}, the saved model has {loaded[f.name]!r}"

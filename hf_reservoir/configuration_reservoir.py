@@ -68,7 +68,11 @@ def place_reservoir_layers(num_layers: int, num_reservoirs: int, placement: str 
 
 
 def reservoir_types_per_layer(reservoir_type: str | list[str], num_reservoirs: int) -> list[str]:
-    """``reservoir_type`` as one type per reservoir layer: one type (a string, or a list of one) is repeated."""
+    """``reservoir_type`` as one type per reservoir layer: one type (a string, or a list of one) is repeated.
+
+    The one parser of the field's given forms: the config stores its result, and the checks that compare a given
+    value with a saved one (flags against a saved model, a resume's recipe against the recorded one) use it too.
+    """
     if isinstance(reservoir_type, str):
         return [reservoir_type] * num_reservoirs
     types = list(reservoir_type)
@@ -121,8 +125,9 @@ def _validate_placement(config) -> list[int]:
 def _validate_types(config, layers: list[int]) -> None:
     """``reservoir_type``: a known type, or one per reservoir layer; and what each type needs of the sizes.
 
-    A string is one type for every reservoir layer; a list gives one type per layer (stored as a list).
-    [`reservoir_types_per_layer`] is the one place that expands it.
+    One type (a string, or a list of one) is repeated for every reservoir layer; a list gives one type per layer.
+    The config then holds it in its per-layer form, one type per entry of ``encoder_reservoir_layers`` (empty
+    without reservoirs), parsed here once by [`reservoir_types_per_layer`]; everything downstream reads that form.
     """
     types = config.reservoir_type
     if not (isinstance(types, str) or (isinstance(types, (list, tuple)) and all(isinstance(t, str) for t in types))):
@@ -133,20 +138,18 @@ def _validate_types(config, layers: list[int]) -> None:
         raise ValueError(
             f"reservoir_type={types!r} contains unknown type(s) {unknown}; use {', '.join(RESERVOIR_TYPES)}."
         )
-    if isinstance(types, (list, tuple)):  # one type per reservoir layer, in layer order
-        if len(named) != len(layers):
-            raise ValueError(
-                f"reservoir_type={types!r} has {len(named)} entries but there are {len(layers)} encoder "
-                f"reservoir layers {layers}; give one type per reservoir layer, or a single string."
-            )
-        config.reservoir_type = named
-    types_list = reservoir_types_per_layer(config.reservoir_type, len(layers))
-    if "cnn" in types_list and config.d_model % config.encoder_attention_heads:
+    if len(named) not in (1, len(layers)):
+        raise ValueError(
+            f"reservoir_type={types!r} has {len(named)} entries but there are {len(layers)} encoder "
+            f"reservoir layers {layers}; give one type per reservoir layer, or a single type for all of them."
+        )
+    config.reservoir_type = reservoir_types_per_layer(named, len(layers))
+    if "cnn" in config.reservoir_type and config.d_model % config.encoder_attention_heads:
         raise ValueError(
             f"d_model={config.d_model} must be divisible by encoder_attention_heads={config.encoder_attention_heads} "
             "for the cnn reservoir, which shares one kernel per head."
         )
-    if "bigru" in types_list and config.d_model % 2:
+    if "bigru" in config.reservoir_type and config.d_model % 2:
         raise ValueError(f"d_model={config.d_model} must be even for the bigru reservoir (d_model/2 per direction).")
 
 
@@ -166,7 +169,9 @@ class ReservoirMarianConfig(MarianConfig):
             `alternating` (the paper's rule, e.g. `LLRLRLL`), `middle`, `bottom` or `top`.
             See [`place_reservoir_layers`] for the rounding rule.
         reservoir_type (`str` or `list[str]`, defaults to `"transformer"`):
-            `transformer`, `ffn`, `bigru` or `cnn`, or one entry per encoder reservoir layer.
+            `transformer`, `ffn`, `bigru` or `cnn` for every encoder reservoir layer, or one entry per
+            reservoir layer. After construction it always holds one type per entry of
+            `encoder_reservoir_layers` (a list; empty without reservoirs).
         reservoir_init (`str`, defaults to `"orthogonal"`):
             `orthogonal` projection weights (the paper's choice) with PyTorch's default biases and
             LayerNorm, or `default`: normal(0, `init_std`) weights and zero biases, like the
@@ -274,8 +279,7 @@ class ReservoirMarianConfig(MarianConfig):
     @property
     def encoder_reservoir_types(self) -> dict[int, str]:
         """Map each encoder reservoir index to its type."""
-        types = reservoir_types_per_layer(self.reservoir_type, len(self.encoder_reservoir_layers))
-        return dict(zip(self.encoder_reservoir_layers, types))
+        return dict(zip(self.encoder_reservoir_layers, self.reservoir_type))
 
     @property
     def encoder_layout(self) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 
+from .configuration_reservoir import reservoir_types_per_layer
 from .run_folder import RECIPE_FILE
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,19 @@ def build_recipe(model_args, config, data_args, training_args, convergence_args)
     return recipe
 
 
+def _per_layer(recipe: dict) -> dict:
+    """The recipe with ``model.reservoir_type`` in its per-layer form (recipes written before the config stored
+    that form hold the type as given, e.g. ``"transformer"`` for a model without reservoirs: the same model)."""
+    model = recipe.get("model", {})
+    if "reservoir_type" not in model or not isinstance(model.get("encoder_reservoir_layers"), list):
+        return recipe
+    types = reservoir_types_per_layer(model["reservoir_type"], len(model["encoder_reservoir_layers"]))
+    return {**recipe, "model": {**model, "reservoir_type": types}}
+
+
 def recipe_differences(recorded: dict, given: dict) -> list[tuple[str, str, object, object]]:
     """``[(section, field, recorded value, given value)]`` for every field whose value differs."""
+    recorded, given = _per_layer(recorded), _per_layer(given)
     differences = []
     for section, values in given.items():
         for name, value in values.items():

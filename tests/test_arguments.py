@@ -31,7 +31,9 @@ def test_the_reservoir_flags_are_derived_from_the_config():
         assert docstring.find(docs[name], entry) == docstring.index("): ", entry) + 3, name
         if name == "reservoir_type":  # None: not given, so the config's default applies
             assert flags[name].default is None
-            assert ReservoirMarianConfig(**ModelArguments().config_kwargs()).reservoir_type == config_field.default
+            given = ModelArguments(num_encoder_reservoir_layers=2).config_kwargs()
+            assert "reservoir_type" not in given  # the config's default, in its per-layer form
+            assert ReservoirMarianConfig(**given).reservoir_type == [config_field.default] * 2
             continue
         assert flags[name].default == config_field.default, name
 

@@ -44,11 +44,26 @@ def test_explicit_layers_and_types_round_trip(tmp_path):
     assert reloaded.encoder_reservoir_types == config.encoder_reservoir_types
 
 
+def test_reservoir_type_is_stored_per_reservoir_layer_whatever_its_given_form(tmp_path):
+    # One parse, at construction: a string, a list of one and a full list all become one type per reservoir layer.
+    for given in ("ffn", ["ffn"], ["ffn", "ffn"]):
+        assert tiny_config(num_encoder_reservoir_layers=2, reservoir_type=given).reservoir_type == ["ffn", "ffn"]
+    assert tiny_config(reservoir_type="ffn").reservoir_type == []  # no reservoirs: no types
+    # A config.json written before the per-layer form (one string) loads into it and saves it.
+    tiny_config(num_encoder_reservoir_layers=2).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["reservoir_type"] == ["transformer", "transformer"]
+    saved["reservoir_type"] = "cnn"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    reloaded = ReservoirMarianConfig.from_pretrained(tmp_path)
+    assert reloaded.reservoir_type == ["cnn", "cnn"] and reloaded.encoder_reservoir_types == {2: "cnn", 4: "cnn"}
+
+
 @pytest.mark.parametrize(
     "overrides, words",
     [
         ({"reservoir_type": "lstm", "num_encoder_reservoir_layers": 1}, ["reservoir_type", "lstm", "bigru"]),
-        ({"reservoir_type": ["ffn"], "num_encoder_reservoir_layers": 2}, ["reservoir_type", "one type per"]),
+        ({"reservoir_type": ["ffn", "cnn", "ffn"], "num_encoder_reservoir_layers": 2}, ["has 3 entries", "one type"]),
         ({"reservoir_type": 3}, ["reservoir_type", "string"]),
         ({"reservoir_placement": "random"}, ["reservoir_placement", "random", "alternating"]),
         ({"reservoir_init": "xavier"}, ["reservoir_init", "xavier", "orthogonal"]),

@@ -131,3 +131,16 @@ def test_recipe_differences_compare_every_section_and_numbers_by_value():
     assert recipe_differences(recorded, given) == []  # a field an older record lacks is not a change
     given["optimizer"]["learning_rate"] = 3e-3
     assert recipe_differences(recorded, given) == [("optimizer", "learning_rate", 0.002, 0.003)]
+
+
+def test_recipe_differences_compare_reservoir_types_per_layer():
+    # Recipes recorded before the config stored one type per reservoir layer hold the type as given: the same
+    # model must not read as a change (a running sweep resumes), a different type must.
+    regular = {"model": {"encoder_reservoir_layers": [], "reservoir_type": "transformer"}}
+    assert recipe_differences(regular, {"model": {"encoder_reservoir_layers": [], "reservoir_type": []}}) == []
+    two = {"model": {"encoder_reservoir_layers": [2, 4], "reservoir_type": "ffn"}}
+    assert (
+        recipe_differences(two, {"model": {"encoder_reservoir_layers": [2, 4], "reservoir_type": ["ffn"] * 2}}) == []
+    )
+    changed = {"model": {"encoder_reservoir_layers": [2, 4], "reservoir_type": ["ffn", "cnn"]}}
+    assert recipe_differences(two, changed) == [("model", "reservoir_type", ["ffn", "ffn"], ["ffn", "cnn"])]
