@@ -230,3 +230,18 @@ def test_linear_cka():
     rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))
     assert linear_cka(x, 3 * x @ rotation) == pytest.approx(1.0)
     assert linear_cka(x, torch.randn(400, 16, generator=torch.Generator().manual_seed(2))) < 0.2
+
+
+def test_word_content_drops_the_rarest_word_one_at_a_time_and_keeps_the_classes_it_can():
+    from collections import Counter
+
+    from hf_reservoir.probing import word_content_task
+
+    fillers = " ".join(f"füller{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(50))  # ranks 0-49: skipped
+    # Alone, only "cc" (60) qualifies at first; "dd" shares its sentences with "aa" and "bb". Dropping every rare
+    # word at once keeps "cc" alone (one class: no task); dropping the rarest first frees "dd" (10 + 60 + 60).
+    rows = [f"{fillers} aa dd"] * 60 + [f"{fillers} bb dd"] * 60 + [f"{fillers} cc"] * 60 + [f"{fillers} dd"] * 10
+    task = word_content_task(rows, random.Random(0), words=4, min_train=40)
+    assert task.num_classes == 2
+    counts = Counter(task.labels)
+    assert sorted(counts.values()) == [60, 130] and all(n * 0.8 >= 40 for n in counts.values())
