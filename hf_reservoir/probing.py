@@ -652,8 +652,8 @@ def _cell(cell: dict) -> str:
 
 def markdown(report: dict) -> str:
     """Per model, two tables (the stream, the layers' updates): rows the layers (E, then L/R), columns the tasks, each
-    cell the mean test accuracy (%) over the splits with its 95% bootstrap interval; then the differences that are
-    real (their paired interval excludes 0)."""
+    cell the mean test accuracy (%) over the splits with its 95% bootstrap interval; then every paired difference
+    with its interval, the real ones (their interval excludes 0) first."""
     tasks = list(report["tasks"])
     splits = report["settings"].get("splits", 1)
     lines = [
@@ -709,14 +709,15 @@ def markdown(report: dict) -> str:
         "",
         f"{len(real)} of {len(found)} differences tested are real (their paired 95% bootstrap interval excludes 0): "
         "consecutive layers of each model (stream), and each model against the first at the same layer (stream "
-        "and update). A difference whose interval holds 0 is not evidence of no difference.",
+        "and update). A difference whose interval holds 0 is not evidence of no difference: its interval says how "
+        "large a difference the data still allow. Every difference tested is listed, the real ones first.",
         "",
-        "| task | kind | a | b | a - b (points) | 95% interval |",
-        "|---|---|---|---|---|---|",
+        "| task | kind | a | b | a - b (points) | 95% interval | real |",
+        "|---|---|---|---|---|---|---|",
         *[
             f"| {d['task']} | {d['kind']} | {d['a']} | {d['b']} | {100 * d['difference']:+.1f} | "
-            f"[{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] |"
-            for d in real
+            f"[{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] | {'yes' if d['real'] else 'no'} |"
+            for d in [*real, *(d for d in found if not d["real"])]
         ],
     ]
     return "\n".join(lines) + "\n"

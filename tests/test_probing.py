@@ -101,6 +101,10 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     table = (out / "probe.md").read_text()
     assert "### run0 (`LLRLRLL`)" in table and "| 3 R |" in table and "| baseline |" in table
     assert "Update (output minus input):" in table and "### Differences" in table
+    # Every difference tested is in the table, real or not, so that prose can quote any of their intervals.
+    rows = [line for line in table.split("### Differences")[1].splitlines() if line.endswith(("| yes |", "| no |"))]
+    assert len(rows) == len(report["differences"])
+    assert sum(row.endswith("| yes |") for row in rows) == sum(d["real"] for d in report["differences"])
 
 
 def test_bad_input_is_one_error_line(corpus_and_model, tmp_path, capsys):

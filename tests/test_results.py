@@ -58,6 +58,15 @@ def test_committed_slow_start_report_rebuilds_identically(config, folder, tmp_pa
         _same(os.path.join(ROOT, "results", folder, name), str(tmp_path / name))
 
 
+def test_committed_probe_table_rebuilds_from_its_json():
+    from hf_reservoir.probing import markdown
+
+    with open(os.path.join(ROOT, "results", "probing", "probe.json"), encoding="utf-8") as handle:
+        report = json.load(handle)
+    with open(os.path.join(ROOT, "results", "probing", "probe.md"), encoding="utf-8") as handle:
+        assert handle.read() == markdown(report), "results/probing/probe.md no longer rebuilds from probe.json"
+
+
 # A figure quoted in prose must be the generated one: every "mean [low, high]" interval quoted in the README, the
 # results record or a results folder's README must appear, all three numbers alike, in a generated table.
 QUOTED = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
