@@ -140,8 +140,7 @@ def word_content_task(sentences: list[str], rng: random.Random, words: int, min_
     vocabulary = set([w for w, n in frequency.most_common() if n >= 10][50 : 50 + words])  # past the function words
     # A class needs min_train probe-training sentences (80% of its sentences): drop the rarest word, one at a time,
     # until all have them. A dropped word can make a sentence hold exactly one of the rest, so the others' counts
-    # only grow; dropping every rare word at once instead can empty the task (at 6,000 sentences of the de-en
-    # corpus it kept 1 of 100 words, one at a time keeps 33).
+    # only grow; dropping every rare word at once instead can empty the task of words that would have qualified.
     while vocabulary:
         alone = Counter(next(iter(t & vocabulary)) for t in tokens if len(t & vocabulary) == 1)
         rarest = min(vocabulary, key=lambda w: (alone[w], w))
