@@ -731,9 +731,16 @@ def plot_heatmap(report: dict, path: str) -> None:
 
     tasks, models = list(report["tasks"]), list(report["models"])
     panels = [(name, kind) for name in models for kind in ("tasks", "update")]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 + 1.1 * len(tasks) * len(panels), 4), squeeze=False)
+    columns = min(len(panels), 4)  # two models (stream, update) per row
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.2 + 1.1 * len(tasks) * columns, 4.4 * rows), squeeze=False,
+        gridspec_kw={"hspace": 0.6},  # room for the task names above the next row's titles
+    )  # fmt: skip
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
     image = None
-    for axis, (name, kind) in zip(axes[0], panels):
+    for axis, (name, kind) in zip(axes.flat, panels):
         layers = [x for x in report["models"][name]["layers"] if kind == "tasks" or x["index"] > 0]
         grid = [[100 * (x[kind][t]["accuracy"] - x[kind][t]["baseline"]) for t in tasks] for x in layers]
         image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
@@ -743,7 +750,7 @@ def plot_heatmap(report: dict, path: str) -> None:
         axis.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=8)
         axis.set_yticks(range(len(layers)), [f"{x['index']} {x['mark']}" for x in layers])
         axis.set_title(f"{name}: {'stream' if kind == 'tasks' else 'update'}", fontsize=9)
-    figure.colorbar(image, ax=axes[0].tolist(), label="test accuracy - majority baseline (points)")
+    figure.colorbar(image, ax=axes.ravel().tolist(), label="test accuracy - majority baseline (points)")
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
