@@ -152,6 +152,18 @@ def synchronize_device() -> None:
         torch.cuda.synchronize()
 
 
+def broadcast_from_rank_zero(value: float) -> float:
+    """Rank 0's ``value`` on every torch.distributed rank (a collective: every rank must call it at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    payload = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        payload = payload.cuda()
+    dist.broadcast(payload, src=0)
+    return float(payload[0])
+
+
 class TrainingClock:
     """Training seconds: the time between ticks, except intervals marked as paused or skipped.
 
@@ -203,16 +215,8 @@ class TrainingClock:
     def sync(self) -> float:
         """Rank 0's seconds on every rank (a no-op without torch.distributed), so that every rank stops, and
         cools the learning rate down, on the same reading."""
-        import torch.distributed as dist
-
         if self.distributed():
-            import torch
-
-            payload = torch.tensor([self.seconds], dtype=torch.float64)
-            if dist.get_backend() == "nccl":
-                payload = payload.cuda()
-            dist.broadcast(payload, src=0)
-            self.seconds = float(payload[0])
+            self.seconds = broadcast_from_rank_zero(self.seconds)
         return self.seconds
 
 

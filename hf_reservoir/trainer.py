@@ -11,7 +11,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, TrainerCallback
 
 from .arguments import ConvergenceArguments
-from .convergence import ConvergenceCallback, TrainingClock
+from .convergence import ConvergenceCallback, TrainingClock, broadcast_from_rank_zero
 from .data import BucketPadding, TokenBatchSampler
 from .metrics import check_dataset_order, corpus_scores, decode_pairs, score_signatures, scores_by_source
 from .progress import ConvergenceProgressCallback
@@ -163,13 +163,7 @@ class TimedSaveCallback(TrainerCallback):
             return
         due = self.time_source() - self._last >= self.seconds
         if distributed:
-            import torch.distributed as dist
-
-            payload = torch.tensor([float(due)])
-            if dist.get_backend() == "nccl":
-                payload = payload.cuda()
-            dist.broadcast(payload, src=0)
-            due = bool(payload[0])
+            due = bool(broadcast_from_rank_zero(float(due)))
         if due:
             control.should_save = True
             self.saves += 1
