@@ -202,6 +202,13 @@ class ConvergenceArguments:
         default=None, metadata={"help": "T-hat: stop after this many training seconds; AUCC integrates up to it"}
     )
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without a new peak"})
+    target_bleu: float | None = field(
+        default=None,
+        metadata={
+            "help": "stop at the first evaluation whose validation BLEU (the followed metric) reaches this value: "
+            "the run measures time to target (MLPerf); the evaluation and a checkpoint at that step are kept"
+        },
+    )
     lr_cooldown: float = field(
         default=0.0,
         metadata={

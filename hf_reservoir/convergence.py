@@ -238,6 +238,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         budget_seconds (`float`, *optional*): T-hat. Training stops once this many training seconds
             have passed (after one last evaluation), and the AUCC integrates up to it.
         patience (`int`, *optional*): stop after this many evaluations without a new peak.
+        target (`float`, *optional*): stop at the first evaluation whose score reaches this value.
         lr_cooldown (`float`, *optional*): the fraction of training over which the learning rate falls to 0
             where training ends (see [`~hf_reservoir.stopping.LrCooldown`]).
         output_dir (`str`, *optional*): where to write the JSON and the plot; the Trainer's
@@ -256,9 +257,10 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
         clock=time.perf_counter,
         lr_cooldown: float | None = None,
         warmup_steps: int = 0,
+        target: float | None = None,
     ):
         self.warmup_steps = warmup_steps
-        self.rules = StoppingRules(budget_seconds, patience)
+        self.rules = StoppingRules(budget_seconds, patience, target)
         self.cooldown = LrCooldown(lr_cooldown, self.rules) if lr_cooldown is not None else None
         self.clock = TrainingClock(clock)
         self.metric_name = metric_name
@@ -275,6 +277,7 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
                 "metric_name": self.metric_name,
                 "budget_seconds": self.budget_seconds,
                 "patience": self.rules.patience,
+                "target": self.rules.target,
                 "lr_cooldown": self.cooldown.fraction if self.cooldown else None,
                 "warmup_steps": self.warmup_steps,
             },
@@ -380,7 +383,12 @@ class ConvergenceCallback(TrainerCallback, ExportableState):
             if key in metrics:
                 entry[key.removeprefix("eval_")] = float(metrics[key])
         self.record.evaluations.append(entry)
-        if self.rules.out_of_patience([e["bleu"] for e in self.record.evaluations]):
+        curve = [e["bleu"] for e in self.record.evaluations]
+        if self.rules.reached_target(curve):
+            self.record.stopped_by = self.record.stopped_by or "target"
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != SaveStrategy.NO  # the state at the target is kept
+        elif self.rules.out_of_patience(curve):
             self.record.stopped_by = self.record.stopped_by or "patience"
             control.should_training_stop = True
 

@@ -77,7 +77,7 @@ DATA_FIELDS = {
 }
 CONVERGENCE_FIELDS = {
     "optimizer": ("lr_cooldown",),
-    "stopping": ("budget_seconds", "patience", "clock_warmup_steps", "step_delay_seconds"),
+    "stopping": ("budget_seconds", "patience", "target_bleu", "clock_warmup_steps", "step_delay_seconds"),
 }
 # Config fields the tokenizer fills in (checked by the tokenizer's own match against the model) or that do not
 # describe the model.

@@ -6,6 +6,8 @@ the clock measures, [`StoppingRules`] decide, [`LrCooldown`] scales the learning
 
 from __future__ import annotations
 
+import math
+
 
 def check_cooldown_end(lr_cooldown: float | None, budget_seconds: float | None, max_steps: int | None) -> None:
     """A cool-down decays the learning rate to 0 where training ends: something must say where that is."""
@@ -18,24 +20,33 @@ def check_cooldown_end(lr_cooldown: float | None, budget_seconds: float | None, 
 
 
 class StoppingRules:
-    """The budget and patience stops.
+    """The budget, patience and target stops.
 
     Args:
         budget_seconds (`float`, *optional*): T-hat: stop once this many training seconds have passed.
         patience (`int`, *optional*): stop after this many evaluations without a new peak.
+        target (`float`, *optional*): stop at the first evaluation whose score reaches this value (MLPerf's
+            time to target: the run's answer is the training time at that evaluation).
     """
 
-    def __init__(self, budget_seconds: float | None = None, patience: int | None = None):
+    def __init__(self, budget_seconds: float | None = None, patience: int | None = None, target: float | None = None):
         if budget_seconds is not None and budget_seconds <= 0:
             raise ValueError(f"budget_seconds={budget_seconds} must be positive, or None for no budget.")
         if patience is not None and patience < 1:
             raise ValueError(f"patience={patience} must be at least 1, or None for no patience stop.")
+        if target is not None and not math.isfinite(target):
+            raise ValueError(f"target={target} must be a finite score, or None for no target stop.")
         self.budget_seconds = budget_seconds
         self.patience = patience
+        self.target = target
 
     def over_budget(self, train_seconds: float) -> bool:
         """Whether the clock (as every rank agreed on it) has reached the budget."""
         return self.budget_seconds is not None and train_seconds >= self.budget_seconds
+
+    def reached_target(self, bleu_curve: list[float]) -> bool:
+        """Whether the last evaluation of ``bleu_curve`` reached the target score."""
+        return self.target is not None and bool(bleu_curve) and bleu_curve[-1] >= self.target
 
     def out_of_patience(self, bleu_curve: list[float]) -> bool:
         """Whether the last ``patience`` evaluations of ``bleu_curve`` brought no new peak (the first one that

@@ -67,6 +67,9 @@ class SweepConfig:
     # The report: BLEU targets as fractions of regular N's mean peak; AUCC up to aucc_seconds (default:
     # budget_seconds, else the shortest run of that N, so that every run of a group is integrated alike).
     target_fractions: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])
+    # Fixed BLEU targets besides the fractions, e.g. the target every run stops at (train's --target_bleu): the
+    # report names them "BLEU <value>".
+    target_bleu: list[float] = field(default_factory=list)
     aucc_seconds: float | None = None
     # Where the report (table.md, summary.json, plots) goes; default: the folder of the sweep's config file.
     # A folder holding another sweep's report is refused (hf_reservoir.sweep_report.check_report_dir).

@@ -6,7 +6,8 @@ For every model and N, over seeds (mean ± standard deviation):
   the ratio to the reference model (regular N), AUCC, seconds per epoch, parameters, test BLEU;
 * what separates speed from learning: steps to the peak and seconds per step (time = steps x s/step);
 * time to quality (MLPerf): training seconds and steps until the curve first reaches fixed BLEU targets,
-  fractions of the reference model's mean peak at that N (``target_fractions``);
+  fractions of the reference model's mean peak at that N (``target_fractions``) and fixed values
+  (``target_bleu``, named "BLEU <value>");
 * for each model, the **paired** comparison with the reference over the seeds both have (same seed and
   N): the ratio and difference of time to peak, the ratio of seconds per step, the difference in steps
   to peak, how many seeds favour the model, and the ratio of time to each target (over the seeds where
@@ -231,6 +232,7 @@ def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
         peaks = [run["convergence"]["summary"]["peak_bleu"] for c, run in at_n.items() if c.model == reference]
         mean_peak = statistics.fmean(peaks) if peaks else float("nan")
         targets = {f"{f:.0%}": f * mean_peak for f in config.target_fractions} if peaks else {}
+        targets.update({f"BLEU {value:g}": float(value) for value in config.target_bleu})
         all_targets[f"N{n}"] = {"reference_peak": mean_peak, "targets": targets, "aucc_seconds": horizon}
         measured: dict[str, dict[int, dict]] = {}
         for cell, run in at_n.items():
@@ -450,8 +452,11 @@ def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
         lines += [
             "",
             f"Time to quality at {n}: training seconds (steps) until validation BLEU first reaches "
-            + ", ".join(f"{name} = {value:.2f}" for name, value in target["targets"].items())
-            + f" of {reference}'s mean peak ({target['reference_peak']:.2f}); seeds that reached it.",
+            + ", ".join(
+                name if name.startswith("BLEU ") else f"{name} = {value:.2f}"
+                for name, value in target["targets"].items()
+            )
+            + f" (percentages: of {reference}'s mean peak, {target['reference_peak']:.2f}); seeds that reached it.",
             "",
             "| model | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),

@@ -300,6 +300,7 @@ def run_training(
     clock = ConvergenceCallback(
         budget_seconds=convergence_args.budget_seconds,
         patience=convergence_args.patience,
+        target=convergence_args.target_bleu,
         lr_cooldown=cooldown,
         warmup_steps=convergence_args.clock_warmup_steps,
     )
