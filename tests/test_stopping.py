@@ -1,4 +1,4 @@
-"""The stopping rules (a budget, patience) and the learning-rate cool-down tied to the stop (hf_reservoir/stopping.py),
+"""The stopping rules (a budget, patience, a target) and the learning-rate cool-down tied to the stop (hf_reservoir/stopping.py),
 as the convergence callback composes them."""
 
 import pytest
@@ -56,6 +56,32 @@ def test_patience_stop(args):
     state, control = drive(callback, clock, script, args)
     assert control.should_training_stop and callback.record.stopped_by == "patience"
     assert [e["bleu"] for e in callback.record.evaluations] == [5.0, 7.0, 6.0, 7.0]  # a tie is not a new peak
+
+
+def test_target_stop_at_the_first_evaluation_that_reaches_it(args, tmp_path):
+    """--target_bleu 7: 6.99 is not the target, 7.0 is; the stop keeps a checkpoint of that state (the run's
+    answer is its time to target) unless saving is off, and wins over a patience stop at the same evaluation."""
+    script = [("step", 1), ("eval", 1, 5.0), ("step", 1), ("eval", 1, 6.99), ("step", 1), ("eval", 1, 4.0)]
+    script += [("step", 1), ("eval", 1, 7.0), ("step", 1), ("eval", 1, 9.0)]
+    clock = FakeClock()
+    callback = ConvergenceCallback(target=7.0, patience=2, clock=clock)
+    state, control = drive(callback, clock, script[:6], args)
+    assert not control.should_training_stop  # one evaluation since the peak: patience 2 not spent, 7 not reached
+    clock = FakeClock()
+    callback = ConvergenceCallback(target=7.0, patience=3, clock=clock)
+    state, control = drive(callback, clock, script, args)
+    assert control.should_training_stop and control.should_save and callback.record.stopped_by == "target"
+    assert [e["bleu"] for e in callback.record.evaluations] == [5.0, 6.99, 4.0, 7.0] and state.global_step == 4
+    assert callback.state()["args"]["target"] == 7.0
+    no_save = TrainingArguments(output_dir=str(tmp_path / "x"), report_to="none", save_strategy="no")
+    clock = FakeClock()
+    _, control = drive(ConvergenceCallback(target=7.0, clock=clock), clock, script, no_save)
+    assert control.should_training_stop and not control.should_save
+
+
+def test_a_target_that_is_not_a_number_is_refused():
+    with pytest.raises(ValueError, match="target=nan must be a finite score"):
+        ConvergenceCallback(target=float("nan"))
 
 
 def test_bad_callback_arguments():

@@ -229,3 +229,27 @@ def test_ratio_plots_tick_only_the_measured_depths(tmp_path, monkeypatch):
     assert len(axes) == 3  # two panels of paired ratios, one of AUCC
     for axis in axes:
         assert list(axis.get_xticks()) == [2, 4]
+
+
+def test_fixed_bleu_targets_are_reported_beside_the_fractions():
+    """target_bleu: [9, 11]: every run reaches 9 at its peak evaluation and none reaches 11 (not a ratio, "not
+    reached"); the fractions stay fractions of the reference's mean peak."""
+    from hf_reservoir.sweep import Cell
+    from hf_reservoir.sweep_report import markdown_tables, summarise
+
+    config = SweepConfig(
+        train_config="unused.yaml", output_dir="unused", models=["regular", "transformer"], updatable_layers=[2],
+        seeds=[1, 2], reservoir_layers=2, target_fractions=[0.5], target_bleu=[9, 11],
+    )  # fmt: skip
+    seconds = {("regular", 1): 300.0, ("regular", 2): 600.0, ("transformer", 1): 200.0, ("transformer", 2): 300.0}
+    runs = {Cell(m, 2, s): _fake_run(m, s, t, lane=f"lane-{s}") for (m, s), t in seconds.items()}
+    summary, targets = summarise(config, runs)
+    assert targets["N2"]["targets"] == {"50%": 5.0, "BLEU 9": 9.0, "BLEU 11": 11.0}
+    transformer = summary["transformer/N2"]
+    assert transformer["to_target"]["BLEU 9"]["seconds"][0] == pytest.approx(250.0)
+    assert math.isnan(transformer["to_target"]["BLEU 11"]["seconds"][0])
+    ratios = transformer["paired"]["time_to_target_ratio"]
+    assert ratios["BLEU 9"][0] == pytest.approx((200 / 300 + 300 / 600) / 2)
+    assert transformer["paired"]["ratio_intervals"]["time to BLEU 11"]["seeds"] == 0  # no seed reached it
+    table = markdown_tables(summary, targets, "regular")
+    assert "first reaches 50% = 5.00, BLEU 9, BLEU 11 (percentages: of regular's mean peak, 10.00)" in table

@@ -364,6 +364,27 @@ def test_patience_stops_a_real_run_at_the_right_evaluation(corpus_dir, tokenizer
     assert json.loads((tmp_path / "run" / "results.json").read_text())["convergence"]["stopped_by"] == "patience"
 
 
+@pytest.mark.slow
+def test_target_bleu_stops_a_real_run_at_the_first_evaluation_and_keeps_its_checkpoint(
+    corpus_dir, tokenizer_dir, tmp_path
+):
+    """--target_bleu 0 in a real Trainer run: every BLEU reaches 0, so the run stops at the first evaluation (step
+    10 of 200), says it stopped at the target, and saves a checkpoint of that step although save_steps is 100."""
+    from hf_reservoir.cli import main as cli_main
+
+    config = tmp_path / "train.yaml"
+    values = tiny_training_config(corpus_dir, tokenizer_dir, max_steps=200, evaluate_test=False)
+    values.update(output_dir=str(tmp_path / "run"), target_bleu=0.0, save_strategy="steps", save_steps=100)
+    config.write_text(yaml.safe_dump(values))
+    assert cli_main(["train", str(config)]) == 0
+    convergence = json.loads((tmp_path / "run" / "convergence.json").read_text())
+    assert [e["step"] for e in convergence["evaluations"]] == [10]
+    assert convergence["summary"]["stopped_by"] == "target" and convergence["summary"]["steps_trained"] == 10
+    assert os.path.isdir(tmp_path / "run" / "checkpoint-10")
+    recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())["recipe"]
+    assert recipe["stopping"]["target_bleu"] == 0.0
+
+
 @pytest.mark.parametrize(
     "name",
     sorted(
