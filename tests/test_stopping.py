@@ -1,5 +1,5 @@
-"""The stopping rules (a budget, patience, a target) and the learning-rate cool-down tied to the stop (hf_reservoir/stopping.py),
-as the convergence callback composes them."""
+"""The stopping rules (a budget, patience, a target) and the learning-rate cool-down tied to the stop
+(hf_reservoir/stopping.py), as the convergence callback composes them."""
 
 import pytest
 import torch
