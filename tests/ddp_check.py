@@ -7,6 +7,11 @@ With a third argument ``cooldown`` it trains with the budget-aware learning-rate
 each rank's clock runs at a different speed: a counter, not the machine's time (rank r's clock moves
 1000 (1 + r) / 16 seconds per reading), so the run is the same on a fast or a loaded machine. The ranks
 must still train with one learning rate (rank 0's), or their weights drift apart.
+
+With ``timed_save`` it saves checkpoints on a wall-clock interval only (``TimedSaveCallback``; no step-based saves
+fall due), each rank's time again a counter at its own speed (rank r's moves 1 + 9r per reading, the interval is
+3): rank 0's clock calls a save every third step, rank 1's would call one at every step. Every rank must save
+when rank 0 decides, together.
 """
 
 import itertools
@@ -22,10 +27,10 @@ from transformers import Seq2SeqTrainingArguments, default_data_collator  # noqa
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel  # noqa: E402
 from hf_reservoir.convergence import ConvergenceCallback  # noqa: E402
-from hf_reservoir.trainer import ReservoirSeq2SeqTrainer  # noqa: E402
+from hf_reservoir.trainer import ReservoirSeq2SeqTrainer, TimedSaveCallback  # noqa: E402
 
 
-def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
+def main(out_dir: str, per_device_batch: int, cooldown: bool = False, timed_save: bool = False) -> None:
     torch.manual_seed(0)
     config = ReservoirMarianConfig(
         vocab_size=64,
@@ -59,14 +64,15 @@ def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
     args = Seq2SeqTrainingArguments(
         output_dir=out_dir,
         per_device_train_batch_size=per_device_batch,
-        max_steps=12 if cooldown else 3,
+        max_steps=12 if cooldown or timed_save else 3,
         optim="sgd",
         learning_rate=0.5,
         lr_scheduler_type="constant",
         logging_steps=1,
         report_to="none",
         use_cpu=True,
-        save_strategy="no",
+        save_strategy="steps" if timed_save else "no",
+        save_steps=1000,  # never due: only the timed saves happen
         seed=5,
         ddp_find_unused_parameters=False,
         disable_tqdm=True,
@@ -80,6 +86,11 @@ def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
         callbacks.append(
             ConvergenceCallback(budget_seconds=1000.0, lr_cooldown=1.0, clock=lambda: next(readings) * tick)
         )
+    timed = None
+    if timed_save:
+        readings, tick = itertools.count(), 1.0 + 9.0 * args.process_index
+        timed = TimedSaveCallback(3.0, time_source=lambda: next(readings) * tick)
+        callbacks.append(timed)
     trainer = ReservoirSeq2SeqTrainer(
         model=model, args=args, train_dataset=data, data_collator=default_data_collator, callbacks=callbacks
     )
@@ -91,6 +102,8 @@ def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
         "world_size": args.world_size,
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
         "learning_rates": [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e],
+        "timed_saves": timed.saves if timed else None,
+        "checkpoints": sorted(n for n in os.listdir(out_dir) if n.startswith("checkpoint-")),
         "reservoir_unchanged": all(torch.equal(initial[n], p) for n, p in reservoir.items()),
         "layer0_changed": not torch.equal(
             initial["model.encoder.layers.0.fc1.weight"], final["model.encoder.layers.0.fc1.weight"].detach()
@@ -105,4 +118,6 @@ def main(out_dir: str, per_device_batch: int, cooldown: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), cooldown=sys.argv[3:] == ["cooldown"])
+    main(
+        sys.argv[1], int(sys.argv[2]), cooldown=sys.argv[3:] == ["cooldown"], timed_save=sys.argv[3:] == ["timed_save"]
+    )

@@ -86,3 +86,18 @@ def test_lr_cooldown_keeps_ranks_on_one_learning_rate(tmp_path):
     assert rates[-1] < 0.5 * rates[0] and rates[0] == pytest.approx(0.5, rel=0.2)  # the cool-down is on and decays
     weights = [torch.load(tmp_path / "ddp" / f"weights_rank{r}.pt") for r in (0, 1)]
     torch.testing.assert_close(weights[0]["layer0"], weights[1]["layer0"])
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_timed_saves_follow_rank_zeros_clock_on_every_rank(tmp_path):
+    """The wall-clock checkpoint interval under DDP: rank 1's clock runs ten times faster than rank 0's (counters,
+    the same on any machine) and would ask for a save at every step; every rank must save when rank 0's clock says,
+    at steps 3, 6 and 9 (step 12, the last, is the Trainer's own save at the end), and the run must end (a save on
+    one rank only would hang or write a partial checkpoint)."""
+    launched = launch_two_processes(tmp_path / "ddp", 29519, "4", "timed_save")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    records = [json.loads((tmp_path / "ddp" / f"record_rank{r}.json").read_text()) for r in (0, 1)]
+    assert records[0]["timed_saves"] == records[1]["timed_saves"] == 3
+    assert records[0]["checkpoints"] == ["checkpoint-12", "checkpoint-3", "checkpoint-6", "checkpoint-9"]
+    assert (tmp_path / "ddp" / "checkpoint-12" / "model.safetensors").exists()
