@@ -357,8 +357,19 @@ def _is_untranslated(xx: str, en: str, language: str, rules: ScriptRules) -> boo
 
 def drop_reason(xx: str, en: str, language: str = DEFAULT_LANGUAGE, rules: ScriptRules | None = None) -> str | None:
     """Why a (cleaned) pair is dropped, or None to keep it. ``xx`` is the non-English side, in ``language`` (German
-    by default); ``rules`` default to the measured ones of ``language``."""
-    rules = rules or rules_for(language) or ScriptRules(LENGTH_RATIOS[DEFAULT_LANGUAGE])
+    by default); ``rules`` default to the measured ones of ``language``.
+
+    Raises:
+        ValueError: ``language`` has no measured rules (``LENGTH_RATIOS``) and none were given: another language's
+            length range would drop or keep the wrong pairs.
+    """
+    rules = rules or rules_for(language)
+    if rules is None:
+        raise ValueError(
+            f"No measured filtering rules for language {language!r} (hf_reservoir.corpus.LENGTH_RATIOS has "
+            f"{', '.join(sorted(LENGTH_RATIOS))}); measure them on its help pairs, "
+            "rules=measure_help_rules(pairs, language), and pass them as rules=, as the corpus build does."
+        )
     if not xx or not en:
         return "empty"
     if _PLACEHOLDER.search(xx) or _PLACEHOLDER.search(en):

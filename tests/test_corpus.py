@@ -9,6 +9,7 @@ import pytest
 from hf_reservoir import corpus as corpus_module
 from hf_reservoir.corpus import (
     CorpusBuildError,
+    ScriptRules,
     clean_text,
     ding_pairs,
     drop_reason,
@@ -223,6 +224,10 @@ def test_help_pairing_of_another_language(tmp_path):
     assert ("Première phrase.", "First one.") in pairs and ("Également ici.", "Even here.") in pairs
     assert drop_reason("This text was never translated.", "This text was never translated.", "fr") == "untranslated"
     assert drop_reason("Choisissez Outils - Options.", "Choose Tools - Options.", "fr") is None
+    with pytest.raises(ValueError, match="No measured filtering rules for language 'xx'.*measure_help_rules"):
+        drop_reason("Ein Satz mit Wörtern.", "A sentence with words.", "xx")  # not German's range, silently
+    rules = ScriptRules((0.1, 10.0))
+    assert drop_reason("Ein Satz mit Wörtern.", "A sentence with words.", "xx", rules) is None
 
 
 def test_japanese_is_filtered_on_characters(tmp_path):
