@@ -444,6 +444,14 @@ def _interval_table(summary: dict, reference: str) -> list[str]:
     return lines
 
 
+def _target_names(target: dict, reference: str) -> str:
+    """``50% = 7.10, 90% = 12.78 of regular's mean peak (14.20), and BLEU 24``: the fractions, then the fixed."""
+    fractions = [f"{name} = {value:.2f}" for name, value in target["targets"].items() if not name.startswith("BLEU ")]
+    fixed = [name for name in target["targets"] if name.startswith("BLEU ")]
+    text = f"{', '.join(fractions)} of {reference}'s mean peak ({target['reference_peak']:.2f})" if fractions else ""
+    return text + (", and " if text and fixed else "") + ", ".join(fixed)
+
+
 def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
     """Per N: training seconds (steps) to each BLEU target, per model."""
     lines = []
@@ -452,11 +460,8 @@ def _target_tables(summary: dict, targets: dict, reference: str) -> list[str]:
         lines += [
             "",
             f"Time to quality at {n}: training seconds (steps) until validation BLEU first reaches "
-            + ", ".join(
-                name if name.startswith("BLEU ") else f"{name} = {value:.2f}"
-                for name, value in target["targets"].items()
-            )
-            + f" (percentages: of {reference}'s mean peak, {target['reference_peak']:.2f}); seeds that reached it.",
+            + _target_names(target, reference)
+            + "; seeds that reached it.",
             "",
             "| model | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),

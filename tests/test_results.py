@@ -25,6 +25,7 @@ SWEEPS = [
     "convergence_cpu/deep_lr",
     "series_cpu",
     "series_cpu/data_limit",
+    "depth_gate_cpu/d128",
 ]
 SLOW_STARTS = [
     ("slow_start_cpu/slow_starts.yaml", "slow_start_cpu"),

@@ -252,4 +252,4 @@ def test_fixed_bleu_targets_are_reported_beside_the_fractions():
     assert ratios["BLEU 9"][0] == pytest.approx((200 / 300 + 300 / 600) / 2)
     assert transformer["paired"]["ratio_intervals"]["time to BLEU 11"]["seeds"] == 0  # no seed reached it
     table = markdown_tables(summary, targets, "regular")
-    assert "first reaches 50% = 5.00, BLEU 9, BLEU 11 (percentages: of regular's mean peak, 10.00)" in table
+    assert "first reaches 50% = 5.00 of regular's mean peak (10.00), and BLEU 9, BLEU 11; seeds" in table
