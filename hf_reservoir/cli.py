@@ -132,12 +132,17 @@ def add_evaluate(commands) -> None:
         "evaluate", help="score a saved model on a split; write generated_predictions.txt and results.json"
     )
     evaluate.add_argument("model", help="a model folder written by training (OUTPUT_DIR/model) or a Hub id")
-    evaluate.add_argument("--data_path", default="data/de-en", help="a built corpus, or text/TSV/JSONL split files")
+    evaluate.add_argument(
+        "--data_path",
+        default=None,
+        help="a built corpus, or text/TSV/JSONL split files (default: data/<source_lang>-<target_lang>)",
+    )
     evaluate.add_argument("--data_format", default=None, help="corpus, text, tsv or jsonl (default: guessed)")
     evaluate.add_argument("--split", default="validation", help="train, validation or test")
     evaluate.add_argument("--output_dir", required=True, help="where the predictions and results.json go")
-    evaluate.add_argument("--source_lang", default="de")
-    evaluate.add_argument("--target_lang", default="en")
+    pair = "default: the model tokenizer's (de-en where it records none); another language is refused"
+    evaluate.add_argument("--source_lang", default=None, help=pair)
+    evaluate.add_argument("--target_lang", default=None, help=pair)
     recorded = "default: as training scored this model (the model folder's scoring.json)"
     evaluate.add_argument("--num_beams", type=int, default=None, help=f"{recorded}, else its generation_config")
     evaluate.add_argument("--batch_size", type=int, default=None, help=f"{recorded}, else 128")

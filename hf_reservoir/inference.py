@@ -205,13 +205,32 @@ def write_scoring_settings(model_dir: str, **settings) -> None:
     write_run_file(model_dir, SCORING_FILE, settings)
 
 
+def model_language_pair(tokenizer, source_lang: str | None, target_lang: str | None, model: str) -> tuple[str, str]:
+    """The pair to score ``model`` on: the given languages, else the tokenizer's, else de-en.
+
+    Raises:
+        ValueError: a given language differs from the one the tokenizer was trained for.
+    """
+    recorded = (getattr(tokenizer, "source_lang", None), getattr(tokenizer, "target_lang", None))
+    chosen = []
+    for side, given, trained, default in zip(("source", "target"), (source_lang, target_lang), recorded, ("de", "en")):
+        if given is not None and trained is not None and given != trained:
+            raise ValueError(
+                f"--{side}_lang {given} does not match {model}: its tokenizer was trained with {side}_lang "
+                f"{trained} (a {recorded[0]}-{recorded[1]} model), so its scores on {given} would be meaningless. "
+                f"Drop --{side}_lang (it defaults to the model's) or pass --{side}_lang {trained}."
+            )
+        chosen.append(given or trained or default)
+    return chosen[0], chosen[1]
+
+
 def evaluate_saved_model(
     model_name_or_path: str,
-    data_path: str,
+    data_path: str | None,
     output_dir: str,
     split: str = "validation",
-    source_lang: str = "de",
-    target_lang: str = "en",
+    source_lang: str | None = None,
+    target_lang: str | None = None,
     data_format: str | None = None,
     num_beams: int | None = None,
     batch_size: int | None = None,
@@ -230,11 +249,17 @@ def evaluate_saved_model(
     settings of its final scores, so that a split scores exactly as training reported it: same truncation of
     sources and references, same batches, same order (longest source first), same beams. Without that file:
     the model's ``generation_config`` beams, batches of 128, and no truncation beyond the position table.
+
+    The language pair defaults to the one the model's tokenizer was trained for (its ``source_lang`` and
+    ``target_lang``; de-en where it records none), and ``data_path`` to ``data/<source>-<target>``. A pair that
+    differs from the tokenizer's is refused: the model would be scored on sentences of a language it never saw.
     """
     from .data import load_parallel_corpus
     from .metrics import corpus_scores, score_signatures, scores_by_source
 
     model, tokenizer = load_for_inference(model_name_or_path, device)  # before the data: a wrong folder is named
+    source_lang, target_lang = model_language_pair(tokenizer, source_lang, target_lang, model_name_or_path)
+    data_path = data_path or f"data/{source_lang}-{target_lang}"
     recorded = scoring_settings(model_name_or_path)
     batch_size = batch_size or recorded.get("batch_size") or 128
     max_source_length = max_source_length or recorded.get("max_source_length")

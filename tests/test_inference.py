@@ -177,3 +177,26 @@ def test_a_folder_of_other_languages_says_which_flags_read_it(tmp_path):
         (tmp_path / f"{split}.en").write_text("Hello.\n")
     with pytest.raises(DataError, match="--source_lang fr --target_lang en"):
         load_parallel_corpus(str(tmp_path), "de", "en")
+
+
+def test_evaluate_scores_the_pair_the_tokenizer_was_trained_for():
+    """A fr-en model evaluated without --source_lang is scored on fr-en (it once read the de-en default, a BLEU of
+    2 instead of 43, without a word); a language other than the tokenizer's is refused by name."""
+    from types import SimpleNamespace
+
+    from hf_reservoir.inference import model_language_pair
+
+    french = SimpleNamespace(source_lang="fr", target_lang="en")
+    assert model_language_pair(french, None, None, "m") == ("fr", "en")
+    assert model_language_pair(french, "fr", "en", "m") == ("fr", "en")
+    with pytest.raises(ValueError, match="--source_lang de does not match m: its tokenizer was trained with "):
+        model_language_pair(french, "de", None, "m")
+    assert model_language_pair(SimpleNamespace(), None, None, "m") == ("de", "en")  # a tokenizer that records none
+    assert model_language_pair(SimpleNamespace(), "ja", "en", "m") == ("ja", "en")
+
+
+def test_evaluate_refuses_another_language_before_reading_data(model_dir, tmp_path, capsys):
+    argv = ["evaluate", str(model_dir), "--source_lang", "fr", "--output_dir", str(tmp_path / "out")]
+    error = run_cli([*argv, "--data_path", "nowhere"], capsys)
+    assert "--source_lang fr does not match" in error and "source_lang de (a de-en model)" in error, error
+    assert "nowhere" not in error
