@@ -30,6 +30,9 @@ from .metrics import format_value
 from .run_folder import CONVERGENCE_FILE, RESULTS_FILE, read_run_file
 from .sweep import Cell, SweepConfig, cells, lane_reference, reference_model, split_model
 
+# How a fixed BLEU target (``target_bleu``) is named in the report, beside the fractions ("50%").
+FIXED_TARGET = "BLEU "
+
 
 def _mean_std(values: list) -> tuple[float, float]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -232,7 +235,7 @@ def summarise(config: SweepConfig, runs: dict[Cell, dict]) -> tuple[dict, dict]:
         peaks = [run["convergence"]["summary"]["peak_bleu"] for c, run in at_n.items() if c.model == reference]
         mean_peak = statistics.fmean(peaks) if peaks else float("nan")
         targets = {f"{f:.0%}": f * mean_peak for f in config.target_fractions} if peaks else {}
-        targets.update({f"BLEU {value:g}": float(value) for value in config.target_bleu})
+        targets.update({f"{FIXED_TARGET}{value:g}": float(value) for value in config.target_bleu})
         all_targets[f"N{n}"] = {"reference_peak": mean_peak, "targets": targets, "aucc_seconds": horizon}
         measured: dict[str, dict[int, dict]] = {}
         for cell, run in at_n.items():
@@ -446,8 +449,8 @@ def _interval_table(summary: dict, reference: str) -> list[str]:
 
 def _target_names(target: dict, reference: str) -> str:
     """``50% = 7.10, 90% = 12.78 of regular's mean peak (14.20), and BLEU 24``: the fractions, then the fixed."""
-    fractions = [f"{name} = {value:.2f}" for name, value in target["targets"].items() if not name.startswith("BLEU ")]
-    fixed = [name for name in target["targets"] if name.startswith("BLEU ")]
+    fixed = [name for name in target["targets"] if name.startswith(FIXED_TARGET)]
+    fractions = [f"{name} = {value:.2f}" for name, value in target["targets"].items() if name not in fixed]
     text = f"{', '.join(fractions)} of {reference}'s mean peak ({target['reference_peak']:.2f})" if fractions else ""
     return text + (", and " if text and fixed else "") + ", ".join(fixed)
 
