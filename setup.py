@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hf_reservoir", "hf_reservoir.*"]),
-    package_data={"hf_reservoir": ["model_card_template.md"]},
+    package_data={"hf_reservoir.hub": ["model_card_template.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1,<3",

@@ -19,7 +19,7 @@ import os
 
 import yaml
 
-from hf_reservoir.arguments import FlagParser
+from hf_reservoir.trainer.arguments import FlagParser
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO_ROOT, "benchmarks", "gpu_cell.yaml")
@@ -33,7 +33,7 @@ DRY_RUN = dict(
 
 
 def cell_config(args):
-    from hf_reservoir.sweep import SweepConfig
+    from hf_reservoir.experiments.sweep import SweepConfig
 
     config = SweepConfig.load(CONFIG)
     overrides = {**config.train_overrides, "data_path": args.data_path}
@@ -48,8 +48,8 @@ def cell_config(args):
 
 def shared_tokenizer(args, overrides: dict) -> str:
     """One tokenizer for every arm, trained once on the corpus's training split (as a run would train it)."""
-    from hf_reservoir.data import load_parallel_corpus
-    from hf_reservoir.tokenization import train_marian_tokenizer
+    from hf_reservoir.corpus.loading import load_parallel_corpus
+    from hf_reservoir.corpus.tokenization import train_marian_tokenizer
 
     path = os.path.join(args.work_dir, "tokenizer")
     if not os.path.exists(os.path.join(path, "vocab.json")):
@@ -59,8 +59,8 @@ def shared_tokenizer(args, overrides: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hf_reservoir.sweep import cells, run_sweep
-    from hf_reservoir.sweep_report import build_report
+    from hf_reservoir.experiments.report_render import build_report
+    from hf_reservoir.experiments.sweep import cells, run_sweep
 
     parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="the report and the sweep file it ran")

@@ -12,7 +12,7 @@ import tempfile
 import yaml
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel
-from hf_reservoir.arguments import FlagParser, ModelArguments
+from hf_reservoir.trainer.arguments import FlagParser, ModelArguments
 
 CONFIGS = {
     "demo (training/configs/demo_cpu.yaml, vocab 4000)": ("training/configs/demo_cpu.yaml", 4000),

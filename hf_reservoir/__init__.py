@@ -2,8 +2,8 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-from .configuration_reservoir import ReservoirMarianConfig, place_reservoir_layers
-from .modeling_reservoir import (
+from .models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig, place_reservoir_layers
+from .models.reservoir_marian.modeling_reservoir import (
     BiGRUReservoirLayer,
     ConvReservoirLayer,
     FFNReservoirLayer,

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from .run_folder import CORPUS_STATS_FILE
+from .utils.run_folder import CORPUS_STATS_FILE
 
 
 def config_file_to_argv(path: str, scalar_fields: set[str] | None = None) -> list[str]:
@@ -59,7 +59,7 @@ def parse_training_argv(argv: list[str]):
     """Parse ``[CONFIG_FILE] [--flag value ...]`` into (model, data, training, convergence) arguments."""
     from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
-    from .arguments import ConvergenceArguments, DataArguments, ModelArguments
+    from .trainer.arguments import ConvergenceArguments, DataArguments, ModelArguments
 
     classes = (ModelArguments, DataArguments, ConvergenceArguments, Seq2SeqTrainingArguments)
     parser = HfArgumentParser(classes)
@@ -77,7 +77,7 @@ def parse_training_argv(argv: list[str]):
 
 def train_main(argv: list[str]) -> int:
     """``hf-reservoir train CONFIG [--flag value ...]``: train, evaluate and save (see the README)."""
-    from .training import run_training
+    from .trainer.run import run_training
 
     try:
         model_args, data_args, training_args, convergence_args = parse_training_argv(argv)
@@ -106,7 +106,7 @@ def add_push(commands) -> None:
 
 
 def push_main(args) -> int:
-    from .hub import HubUploadError, push_model
+    from .hub.push import HubUploadError, push_model
 
     try:
         url = push_model(
@@ -155,7 +155,7 @@ def add_evaluate(commands) -> None:
 
 
 def evaluate_main(args) -> int:
-    from .inference import evaluate_saved_model
+    from .evaluation.inference import evaluate_saved_model
 
     report = evaluate_saved_model(
         args.model,
@@ -207,7 +207,7 @@ def add_translate(commands) -> None:
 
 
 def translate_main(args) -> int:
-    from .inference import iter_translations, load_for_inference, read_lines, source_limit
+    from .evaluation.inference import iter_translations, load_for_inference, read_lines, source_limit
 
     model, tokenizer = load_for_inference(args.model, args.device)  # a bad model folder fails before any input
     if args.input == "-":
@@ -256,7 +256,7 @@ def translate_main(args) -> int:
 
 
 def add_prepare(commands) -> None:
-    from .corpus import DEFAULT_CACHE_DIR
+    from .corpus.packages import DEFAULT_CACHE_DIR
 
     prepare = commands.add_parser(
         "prepare", help="build an offline corpus from Debian packages (de-en by default; --list_pairs for the others)"
@@ -280,9 +280,10 @@ def add_prepare(commands) -> None:
 def prepare_main(args) -> int:
     import logging
 
-    from .corpus import archive_languages, build_corpus, parse_pair
-    from .data import load_parallel_corpus
-    from .tokenization import train_marian_tokenizer
+    from .corpus.build import build_corpus
+    from .corpus.language_pairs import archive_languages, parse_pair
+    from .corpus.loading import load_parallel_corpus
+    from .corpus.tokenization import train_marian_tokenizer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list_pairs:
@@ -328,8 +329,8 @@ def add_sweep(commands) -> None:
 
 
 def sweep_main(args) -> int:
-    from .sweep import SweepConfig, cells, run_sweep
-    from .sweep_report import build_report, check_report_dir
+    from .experiments.report_render import build_report, check_report_dir
+    from .experiments.sweep import SweepConfig, cells, run_sweep
 
     try:
         config = SweepConfig.load(args.config)
@@ -379,19 +380,22 @@ def add_slow_starts(commands) -> None:
     slow = commands.add_parser(
         "slow-starts", help="count the runs of each recipe that learned much more slowly than their seeds' median"
     )
-    slow.add_argument("config", help="a YAML naming each recipe's run folders (see hf_reservoir/slow_start.py)")
+    slow.add_argument(
+        "config",
+        help="a YAML naming each recipe's run folders (see hf_reservoir/experiments/slow_start.py)",
+    )
     slow.add_argument("--report_dir", default=None, help="where slow_starts.md/.json go (default: next to config)")
 
 
 def slow_starts_main(args) -> int:
-    from .slow_start import build_slow_start_report
+    from .experiments.slow_start import build_slow_start_report
 
     print(build_slow_start_report(args.config, args.report_dir))
     return 0
 
 
 def add_probe(commands) -> None:
-    from .probing import TASKS
+    from .analysis.probing.tasks import TASKS
 
     probe = commands.add_parser(
         "probe", help="linear probes per encoder layer (E/L/R) and task; write probe.json, probe.md, a heatmap"
@@ -423,7 +427,9 @@ def add_probe(commands) -> None:
 
 
 def probe_main(args) -> int:
-    from .probing import ProbeSettings, markdown, run_probes
+    from .analysis.probing.probe import run_probes
+    from .analysis.probing.report import markdown
+    from .analysis.probing.tasks import ProbeSettings
 
     settings = ProbeSettings(tasks=args.tasks, limit=args.limit, seed=args.seed, splits=args.splits)
     report = run_probes(
@@ -452,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":  # the Trainer's own flags: parsed by HfArgumentParser, not argparse
         return train_main(argv[1:])
-    from .arguments import FlagParser
+    from .trainer.arguments import FlagParser
 
     parser = FlagParser(prog="hf-reservoir", description="Reservoir Transformers for HF Transformers")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -464,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     for add, _ in COMMANDS.values():
         add(commands)
     args = parser.parse_args(argv)
-    from .corpus import CorpusBuildError
+    from .corpus.packages import CorpusBuildError
 
     try:
         return COMMANDS[args.command][1](args)

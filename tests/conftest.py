@@ -105,7 +105,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
     """The real de-en corpus, built once per pytest run (downloads the .deb files once per machine)."""
-    from hf_reservoir.corpus import build_corpus
+    from hf_reservoir.corpus.build import build_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "de-en"
     build_corpus(str(path))
@@ -115,7 +115,7 @@ def corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fr_corpus_dir(tmp_path_factory):
     """The real fr-en corpus, built once per pytest run (the .deb files cached per machine, as for de-en)."""
-    from hf_reservoir.corpus import build_corpus
+    from hf_reservoir.corpus.build import build_corpus
 
     path = tmp_path_factory.mktemp("corpus") / "fr-en"
     build_corpus(str(path), pair="fr-en")
@@ -125,8 +125,8 @@ def fr_corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokenizer_dir(corpus_dir, tmp_path_factory):
     """A joint 2,000-piece MarianTokenizer trained on the corpus's training split."""
-    from hf_reservoir.data import load_parallel_corpus
-    from hf_reservoir.tokenization import train_marian_tokenizer
+    from hf_reservoir.corpus.loading import load_parallel_corpus
+    from hf_reservoir.corpus.tokenization import train_marian_tokenizer
 
     path = tmp_path_factory.mktemp("tokenizer")
     corpus = load_parallel_corpus(str(corpus_dir))
@@ -172,7 +172,7 @@ def save_tiny_model_with_tokenizer(folder, german: list[str], vocab_size: int = 
     from datasets import Dataset
 
     from hf_reservoir import ReservoirMarianMTModel
-    from hf_reservoir.tokenization import train_marian_tokenizer
+    from hf_reservoir.corpus.tokenization import train_marian_tokenizer
 
     pairs = Dataset.from_dict({"translation": [{"de": g, "en": g.replace("Satz", "sentence")} for g in german]})
     tokenizer = train_marian_tokenizer(pairs, "de", "en", str(folder), vocab_size)
@@ -212,8 +212,8 @@ def text_corpus(tmp_path_factory):
 def text_tokenizer_dir(text_corpus, tmp_path_factory):
     """A 300-piece MarianTokenizer trained on :func:`text_corpus`: for tests that need a real tokenizer but not the
     real corpus (the quick loop, ``-m "not slow"``, builds no corpus)."""
-    from hf_reservoir.data import load_parallel_corpus
-    from hf_reservoir.tokenization import train_marian_tokenizer
+    from hf_reservoir.corpus.loading import load_parallel_corpus
+    from hf_reservoir.corpus.tokenization import train_marian_tokenizer
 
     path = tmp_path_factory.mktemp("text_tokenizer")
     train_marian_tokenizer(load_parallel_corpus(str(text_corpus))["train"], "de", "en", str(path), vocab_size=300)

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import Seq2SeqTrainingArguments, default_data_collator  # noqa: E402
 
 from hf_reservoir import ReservoirMarianConfig, ReservoirMarianMTModel  # noqa: E402
-from hf_reservoir.convergence import ConvergenceCallback  # noqa: E402
-from hf_reservoir.trainer import ReservoirSeq2SeqTrainer, TimedSaveCallback  # noqa: E402
+from hf_reservoir.trainer.convergence import ConvergenceCallback  # noqa: E402
+from hf_reservoir.trainer.reservoir_trainer import ReservoirSeq2SeqTrainer, TimedSaveCallback  # noqa: E402
 
 
 def main(out_dir: str, per_device_batch: int, cooldown: bool = False, timed_save: bool = False) -> None:

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from hf_reservoir import ReservoirMarianMTModel
-from hf_reservoir.arguments import DataArguments, ModelArguments
 from hf_reservoir.cli import main as cli_main
+from hf_reservoir.trainer.arguments import DataArguments, ModelArguments
 
 from .conftest import tiny_config
 
@@ -57,7 +57,7 @@ def test_position_tables_stay_frozen_after_from_pretrained(tmp_path):
 
 
 def test_shape_flags_that_contradict_a_saved_model_are_refused(tmp_path):
-    from hf_reservoir.checks import check_shape_flags
+    from hf_reservoir.trainer.checks import check_shape_flags
 
     config = tiny_config(num_encoder_reservoir_layers=2)
     check_shape_flags(ModelArguments(), config)  # nothing set: the saved model decides
@@ -84,7 +84,7 @@ def test_an_edited_config_json_is_refused_on_load(tmp_path):
 def test_predict_with_generate_is_turned_on_for_bleu(tmp_path):
     from transformers import Seq2SeqTrainingArguments
 
-    from hf_reservoir.training import ConvergenceArguments, run_training
+    from hf_reservoir.trainer.run import ConvergenceArguments, run_training
 
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
     assert not args.predict_with_generate
@@ -133,7 +133,7 @@ def test_sequences_longer_than_the_position_table_are_refused_before_training(tm
 
 
 def test_a_vocabulary_too_large_for_the_data_is_a_clear_error(tmp_path):
-    from hf_reservoir.tokenization import train_marian_tokenizer
+    from hf_reservoir.corpus.tokenization import train_marian_tokenizer
 
     with pytest.raises(ValueError, match="could not train a 4000-piece vocabulary.*Lower vocab_size"):
         train_marian_tokenizer(pairs(["ein kleiner Satz", "noch einer"]), "de", "en", str(tmp_path / "tok"), 4000)
@@ -183,7 +183,7 @@ def write_splits(folder, suffix: str, make) -> None:
 
 
 def test_an_all_blank_validation_split_is_named(tmp_path):
-    from hf_reservoir.data import DataError, load_parallel_corpus
+    from hf_reservoir.corpus.loading import DataError, load_parallel_corpus
 
     def make(folder, split, _):
         rows = "   \n\n" if split == "validation" else "ein Satz\nnoch einer\n"
@@ -196,7 +196,7 @@ def test_an_all_blank_validation_split_is_named(tmp_path):
 
 
 def test_empty_split_files_are_named(tmp_path):
-    from hf_reservoir.data import DataError, load_parallel_corpus
+    from hf_reservoir.corpus.loading import DataError, load_parallel_corpus
 
     def make(folder, split, _):
         (folder / f"{split}.de").write_text("" if split == "test" else "ein Satz\n")
@@ -208,7 +208,7 @@ def test_empty_split_files_are_named(tmp_path):
 
 
 def test_a_non_string_jsonl_value_names_its_line(tmp_path):
-    from hf_reservoir.data import DataError, load_parallel_corpus
+    from hf_reservoir.corpus.loading import DataError, load_parallel_corpus
 
     def make(folder, split, _):
         rows = [{"de": "ein Satz", "en": "a sentence"}, {"de": "zwei", "en": 2}]
@@ -220,7 +220,7 @@ def test_a_non_string_jsonl_value_names_its_line(tmp_path):
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_sentence(tmp_path):
-    from hf_reservoir.data import load_parallel_corpus
+    from hf_reservoir.corpus.loading import load_parallel_corpus
 
     def make(folder, split, _):
         (folder / f"{split}.de").write_bytes("\ufeffein Satz\n".encode())

@@ -12,9 +12,9 @@ import re
 
 import pytest
 
-from hf_reservoir.slow_start import build_slow_start_report
-from hf_reservoir.sweep import SweepConfig
-from hf_reservoir.sweep_report import build_report
+from hf_reservoir.experiments.report_render import build_report
+from hf_reservoir.experiments.slow_start import build_slow_start_report
+from hf_reservoir.experiments.sweep import SweepConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS = [
@@ -60,7 +60,7 @@ def test_committed_slow_start_report_rebuilds_identically(config, folder, tmp_pa
 
 
 def test_committed_probe_table_rebuilds_from_its_json():
-    from hf_reservoir.probing import markdown
+    from hf_reservoir.analysis.probing.report import markdown
 
     with open(os.path.join(ROOT, "results", "probing", "probe.json"), encoding="utf-8") as handle:
         report = json.load(handle)

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from ..arguments import FlagParser
-from ..configuration_reservoir import ReservoirMarianConfig
-from ..intervals import describe_interval, t_interval
-from ..modeling_reservoir import ReservoirMarianMTModel
+from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig
+from ..models.reservoir_marian.modeling_reservoir import ReservoirMarianMTModel
+from ..trainer.arguments import FlagParser
+from ..utils.intervals import describe_interval, t_interval
 from .measure import machine, write_report
 
 TINY = dict(
@@ -131,8 +131,8 @@ def raw_loop(model, batch: dict, steps: int, loader: bool = False) -> float:
 def trainer_loop(model, batch: dict, steps: int, output_dir: str, ours: bool) -> float:
     from transformers import Seq2SeqTrainer, TrainerCallback, default_data_collator
 
-    from ..convergence import ConvergenceCallback
-    from ..trainer import BackskipStepCallback, ReservoirSeq2SeqTrainer, use_our_progress
+    from ..trainer.convergence import ConvergenceCallback
+    from ..trainer.reservoir_trainer import BackskipStepCallback, ReservoirSeq2SeqTrainer, use_our_progress
 
     data = dataset_of(batch, steps)
     record = type("Timing", (StepTimes, TrainerCallback), {})()

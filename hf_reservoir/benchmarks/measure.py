@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..intervals import t_interval
+from ..utils.intervals import t_interval
 
 
 def synchronize(device: str) -> None:

@@ -21,11 +21,11 @@ import time
 import torch
 from transformers import DataCollatorForSeq2Seq
 
-from ..arguments import FlagParser
-from ..configuration_reservoir import ReservoirMarianConfig
-from ..data import TokenBatchSampler
-from ..intervals import describe_interval
-from ..modeling_reservoir import ReservoirMarianMTModel
+from ..corpus.batching import TokenBatchSampler
+from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig
+from ..models.reservoir_marian.modeling_reservoir import ReservoirMarianMTModel
+from ..trainer.arguments import FlagParser
+from ..utils.intervals import describe_interval
 from .measure import ratio_interval
 
 BASE = dict(
@@ -132,8 +132,8 @@ def build(tokenizer, overrides: dict, optimizer: str, tiny: bool):
 
 
 def measure(args) -> dict:
-    from ..data import load_parallel_corpus
-    from ..tokenization import load_tokenizer
+    from ..corpus.loading import load_parallel_corpus
+    from ..corpus.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer_path)
     corpus = load_parallel_corpus(args.data_path)["train"]

@@ -18,16 +18,16 @@ import gc
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from ..arguments import FlagParser
-from ..configuration_reservoir import RESERVOIR_TYPES as TYPES
-from ..configuration_reservoir import ReservoirMarianConfig
-from ..intervals import describe_interval
-from ..modeling_reservoir import (
+from ..models.reservoir_marian.configuration_reservoir import RESERVOIR_TYPES as TYPES
+from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig
+from ..models.reservoir_marian.modeling_reservoir import (
     BackskipPredictor,
     ReservoirMarianMTModel,
     build_encoder_layer,
     skipped_reservoir_forward,
 )
+from ..trainer.arguments import FlagParser
+from ..utils.intervals import describe_interval
 from .compile_cost import compile_table, compiled
 from .flops import peak_flops, step_flops
 from .measure import interleaved, machine, ratio_interval, training_step, write_report

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from ..configuration_reservoir import RESERVOIR_TYPES as TYPES
-from ..configuration_reservoir import ReservoirMarianConfig
-from ..modeling_reservoir import ReservoirMarianMTModel
+from ..models.reservoir_marian.configuration_reservoir import RESERVOIR_TYPES as TYPES
+from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig
+from ..models.reservoir_marian.modeling_reservoir import ReservoirMarianMTModel
 
 SHAPE_KEYS = ("d_model", "ffn", "heads", "batch", "length", "vocab", "layers", "k", "repeats", "warmup", "gen_batch",
               "gen_tokens")  # fmt: skip

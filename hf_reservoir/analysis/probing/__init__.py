@@ -1,0 +1,1 @@
+"""Probing what each encoder layer represents (``hf-reservoir probe``)."""

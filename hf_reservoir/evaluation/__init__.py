@@ -1,0 +1,1 @@
+"""Scoring and translating: BLEU and chrF, and translation with a saved model."""

@@ -1,0 +1,1 @@
+"""Experiments over many runs: sweeps, lanes that pair arms on one core, reports, slow starts."""

@@ -1,0 +1,1 @@
+"""Publishing: export and push to the Hub, and the generated model card."""

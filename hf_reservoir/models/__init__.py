@@ -1,0 +1,1 @@
+"""The models: one folder per architecture, each with its configuration and modeling file."""
