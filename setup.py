@@ -24,7 +24,7 @@ setup(
         "jinja2>=3",
     ],
     # ja: BLEU on Japanese with sacrebleu's ja-mecab tokenizer (MeCab and its dictionary, from PyPI).
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "tensorboard>=2.14"], "ja": ["sacrebleu[ja]>=2.3"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "tensorboard>=2.14", "hypothesis>=6.100"], "ja": ["sacrebleu[ja]>=2.3"], "ctranslate2": ["ctranslate2>=4.4,<5"]},
     entry_points={"console_scripts": ["hf-reservoir=hf_reservoir.cli:main"]},
     license="Apache-2.0",
     license_files=["LICENSE"],

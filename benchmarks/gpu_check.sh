@@ -23,9 +23,10 @@ dry_run=0
 only=install,tests,bench,cell
 while [[ "${1:-}" == --* ]]; do
     case "$1" in
-        --dry_run) dry_run=1; shift ;;
-        --only) only=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
+        --dry_run|--dry-run) dry_run=1; shift ;;  # both spellings, as every hf-reservoir flag
+        --only) [[ $# -ge 2 ]] || { echo "error: --only needs a value, e.g. --only install,tests" >&2; exit 2; }
+            only=$2; shift 2 ;;
+        *) echo "error: unknown option $1; the options are --dry_run (or --dry-run) and --only STEPS" >&2; exit 2 ;;
     esac
 done
 wants() { [[ ",$only," == *",$1,"* ]]; }

@@ -12,67 +12,8 @@ import json
 import os
 import sys
 
+from .trainer.flags import config_file_to_argv, parse_training_argv  # noqa: F401 - training/train.py imports them here
 from .utils.run_folder import CORPUS_STATS_FILE
-
-
-def config_file_to_argv(path: str, scalar_fields: set[str] | None = None) -> list[str]:
-    """Turn a YAML/JSON mapping into ``--key value`` flags, so that later flags override it.
-
-    A list given for one of ``scalar_fields`` (arguments that take one value) is refused with its name,
-    instead of becoming a stray value that the parser would report as an unknown argument.
-    """
-    import yaml
-
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"the config file {path} does not exist; check the path (e.g. training/configs/demo_cpu.yaml)."
-        )
-    with open(path, encoding="utf-8") as handle:
-        try:
-            values = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
-        except (json.JSONDecodeError, yaml.YAMLError) as error:
-            where = " ".join(str(error).split())  # one line
-            raise ValueError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {where}") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of argument names to values.")
-    argv = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, list) and key in (scalar_fields or ()):
-            if len(value) != 1:
-                raise ValueError(
-                    f"{path}: {key} takes one value, but the file gives the list {value!r}; write one value."
-                )
-            value = value[0]
-        argv.append(f"--{key}")
-        if isinstance(value, dict):  # e.g. lr_scheduler_kwargs, fsdp_config: the Trainer parses JSON strings
-            argv.append(json.dumps(value))
-        elif isinstance(value, list):
-            argv.extend(json.dumps(v) if isinstance(v, dict) else str(v) for v in value)
-        else:
-            argv.append(str(value))
-    return argv
-
-
-def parse_training_argv(argv: list[str]):
-    """Parse ``[CONFIG_FILE] [--flag value ...]`` into (model, data, training, convergence) arguments."""
-    from transformers import HfArgumentParser, Seq2SeqTrainingArguments
-
-    from .trainer.arguments import ConvergenceArguments, DataArguments, ModelArguments
-
-    classes = (ModelArguments, DataArguments, ConvergenceArguments, Seq2SeqTrainingArguments)
-    parser = HfArgumentParser(classes)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        # Which options take one value, as the parser built them (not as the fields are annotated).
-        scalars = {a.dest for a in parser._actions if a.option_strings and a.nargs not in ("+", "*")}
-        argv = config_file_to_argv(argv[0], scalars) + argv[1:]
-    model_args, data_args, convergence_args, training_args, unknown = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
-    if unknown:
-        raise SystemExit(f"error: unknown arguments {unknown}; see `hf-reservoir train --help`.")
-    return model_args, data_args, training_args, convergence_args
 
 
 def train_main(argv: list[str]) -> int:
@@ -152,6 +93,7 @@ def add_evaluate(commands) -> None:
     )
     evaluate.add_argument("--max_target_length", type=int, default=None, help=f"truncate references ({recorded})")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_engine(evaluate)
 
 
 def evaluate_main(args) -> int:
@@ -171,6 +113,8 @@ def evaluate_main(args) -> int:
         max_source_length=args.max_source_length,
         max_target_length=args.max_target_length,
         device=args.device,
+        engine=args.engine,
+        threads=args.threads,
     )
     print(
         f"{args.split}: BLEU {report['bleu']:.2f}, chrF {report['chrf']:.2f} ({report['pairs']} pairs, "
@@ -178,6 +122,11 @@ def evaluate_main(args) -> int:
         f"sources/references truncated at {report['max_source_length']}/{report['max_target_length']} tokens); "
         f"{report['signature']['bleu']}"
     )
+    if report["blank_pairs_left_out"]:
+        print(
+            f"  {report['blank_pairs_left_out']} pairs with an empty source or reference were left out of the score "
+            "(and of generated_predictions.txt)"
+        )
     for source, row in report.get("by_source", {}).items():
         print(f"  {source}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f} ({row['pairs']} pairs)")
     print(f"Wrote {args.output_dir}/generated_predictions.txt and results.json")
@@ -203,13 +152,50 @@ def add_translate(commands) -> None:
         "each truncated line is named in one warning on stderr",
     )
     translate.add_argument("--encoding", default="utf-8", help="the input's text encoding (default: utf-8)")
+    add_engine(translate)
     translate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
-def translate_main(args) -> int:
-    from .evaluation.inference import iter_translations, load_for_inference, read_lines, source_limit
+def add_engine(command) -> None:
+    command.add_argument(
+        "--engine",
+        choices=["hf", "ctranslate2"],
+        default="hf",
+        help="hf: transformers' generate; ctranslate2: CTranslate2, faster on the CPU (pip install -e "
+        '".[ctranslate2]"), from a folder written by `hf-reservoir export` or a model folder exported into a cache',
+    )
+    command.add_argument("--threads", type=int, default=0, help="CTranslate2's threads (0: its default)")
+
+
+def translator_for(args):
+    """``(translate_chunks, limit)``: a function with iter_translations' arguments after the sentences, and the
+    longest source in tokens, for the engine the flags ask for."""
+    if args.engine == "ctranslate2":
+        from .evaluation.ctranslate2_engine import iter_translations_ct2, load_ctranslate2
+
+        if args.threads < 0:
+            raise ValueError(f"--threads {args.threads} must be 0 (CTranslate2's default) or more.")
+        translator, tokenizer, record = load_ctranslate2(args.model, args.threads)
+        limit = record["max_position_embeddings"]
+
+        def chunks(sentences, *rest, **kwargs):
+            return iter_translations_ct2(translator, tokenizer, sentences, record, *rest, **kwargs)
+
+        return chunks, min(limit, args.max_source_length) if args.max_source_length else limit
+    from .evaluation.inference import iter_translations, load_for_inference, source_limit
 
     model, tokenizer = load_for_inference(args.model, args.device)  # a bad model folder fails before any input
+
+    def chunks(sentences, *rest, **kwargs):
+        return iter_translations(model, tokenizer, sentences, *rest, **kwargs)
+
+    return chunks, source_limit(model, args.max_source_length)
+
+
+def translate_main(args) -> int:
+    from .evaluation.inference import read_lines
+
+    translate_chunks, limit = translator_for(args)  # a bad model folder fails before any input
     if args.input == "-":
         raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode(args.encoding)
         lines = read_lines(raw, "standard input", args.encoding)
@@ -224,16 +210,14 @@ def translate_main(args) -> int:
         plural = len(truncated) > 1
         print(
             f"warning: line{'s' if plural else ''} {numbers} of {where} {'are' if plural else 'is'} longer than "
-            f"{source_limit(model, args.max_source_length)} tokens and only the beginning was translated; split "
+            f"{limit} tokens and only the beginning was translated; split "
             "long lines into sentences to translate all of them.",
             file=sys.stderr,
             flush=True,
         )
 
     # Chunks of 16 batches: each chunk's lines (and the blank lines before them) are written as soon as it is done.
-    chunks = iter_translations(
-        model,
-        tokenizer,
+    chunks = translate_chunks(
         [lines[i] for i in keep],
         args.num_beams,
         args.batch_size,
@@ -441,6 +425,30 @@ def probe_main(args) -> int:
     return 0
 
 
+def add_export(commands) -> None:
+    export = commands.add_parser("export", help="convert a trained model folder for another engine (CTranslate2)")
+    export.add_argument("model_dir", help="the model folder written by training (OUTPUT_DIR/model)")
+    export.add_argument("--format", choices=["ctranslate2"], default="ctranslate2", help="the engine to export for")
+    export.add_argument("--output_dir", required=True, help="the folder to write (the tokenizer is copied beside it)")
+    export.add_argument(
+        "--quantization",
+        default=None,
+        choices=["int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"],
+        help="CTranslate2's weight type (default: float32, as trained)",
+    )
+    export.add_argument("--force", action="store_true", help="replace a non-empty --output_dir")
+
+
+def export_main(args) -> int:
+    from .evaluation.ctranslate2_engine import export_ctranslate2
+    from .evaluation.inference import check_model_dir
+
+    check_model_dir(args.model_dir)
+    out = export_ctranslate2(args.model_dir, args.output_dir, args.quantization, args.force)
+    print(f"Wrote the CTranslate2 model and its tokenizer to {out}: hf-reservoir translate {out} --engine ctranslate2")
+    return 0
+
+
 COMMANDS = {
     "prepare": (add_prepare, prepare_main),
     "evaluate": (add_evaluate, evaluate_main),
@@ -450,6 +458,7 @@ COMMANDS = {
     "push": (add_push, push_main),
     "slow-starts": (add_slow_starts, slow_starts_main),
     "probe": (add_probe, probe_main),
+    "export": (add_export, export_main),
 }
 
 
@@ -474,11 +483,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command][1](args)
-    except (
-        ValueError,
-        OSError,
-        CorpusBuildError,
-    ) as error:  # bad settings, data or paths: one clear line, not a traceback
+    except (ValueError, OSError, ImportError, CorpusBuildError) as error:  # bad settings, data, paths or packages
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -22,7 +22,18 @@ def test_help_lists_every_subcommand():
     assert done.returncode == 0
     listed = re.search(r"\{([a-z,-]+)\}", done.stdout)
     assert listed, done.stdout
-    expected = {"prepare", "train", "sweep", "evaluate", "translate", "bench", "push", "probe", "slow-starts"}
+    expected = {
+        "prepare",
+        "train",
+        "sweep",
+        "evaluate",
+        "translate",
+        "bench",
+        "push",
+        "probe",
+        "slow-starts",
+        "export",
+    }
     assert set(listed.group(1).split(",")) == expected == set(SUBCOMMANDS)
 
 

@@ -156,7 +156,7 @@ def test_a_missing_or_invalid_config_file_is_one_error_line(tmp_path, capsys):
 
 def test_unknown_flags_exit_with_status_2(tmp_path, capsys):
     line = run_cli(["train", "--output_dir", str(tmp_path), "--reservoir_flavour", "x"], capsys)
-    assert "unknown arguments ['--reservoir_flavour', 'x']" in line
+    assert "unknown flag 'reservoir_flavour'" in line
 
 
 def test_push_without_a_token_stops_before_the_network(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,6 @@ Sources:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -117,8 +116,9 @@ def _tsv_split(folder: str, split: str, langs: tuple[str, str]) -> list[dict[str
     path = _find_split_file(folder, split, ".tsv")
     if path is None:
         raise _missing_split(folder, split, ".tsv")
-    lines = _read_lines(path)
-    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    # Split on tabs only, with no quoting (csv.QUOTE_NONE's meaning): the csv module refuses a field holding a bare
+    # carriage return ("new-line character seen in unquoted field"), which a sentence may hold.
+    reader = (line.split("\t") for line in _read_lines(path))
     header = next(reader, None) or []
     missing = [lang for lang in langs if lang not in header]
     if missing:
@@ -207,8 +207,9 @@ def load_parallel_corpus(
     data_format: str | None = None,
     hub_config: str | None = None,
     stats: dict | None = None,
+    splits: tuple[str, ...] = SPLITS,
 ):
-    """Load a parallel corpus as a ``DatasetDict`` with train, validation and test splits.
+    """Load a parallel corpus as a ``DatasetDict`` with train, validation and test splits (or only ``splits``).
 
     Pairs whose source or target is empty or whitespace only are dropped; the count per split is
     logged and written into ``stats["dropped_empty"]`` when a dict is passed. Nothing else is
@@ -221,6 +222,8 @@ def load_parallel_corpus(
         data_format (`str`, *optional*): one of ``corpus``, ``text``, ``tsv``, ``jsonl``, ``hub``; guessed if unset.
         hub_config (`str`, *optional*): the Hub data set's config, e.g. ``iwslt2017-de-en`` or ``de-en``.
         stats (`dict`, *optional*): filled with the corpus's per-split counts (``corpus_splits``).
+        splits (`tuple[str, ...]`): the splits to read; a command that scores one split needs only that one (a
+            folder of a user's own test set has no ``train.*``).
 
     Returns:
         `datasets.DatasetDict`: ``translation`` holds ``{source_lang: ..., target_lang: ...}``; a built corpus
@@ -234,25 +237,28 @@ def load_parallel_corpus(
     if source_lang == target_lang:
         raise DataError(f"source_lang and target_lang are both {source_lang!r}; give two different languages.")
     langs = (source_lang, target_lang)
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown or not splits:
+        raise DataError(f"splits={list(splits)} must name one or more of {', '.join(SPLITS)}.")
     data_format = data_format or detect_format(path_or_name)
     if data_format not in FORMATS:
         raise DataError(f"data_format={data_format!r} is not supported; use one of {', '.join(FORMATS)}.")
-    loaded = _read_splits(path_or_name, data_format, hub_config, langs)
-    _check_splits(loaded, path_or_name, langs)
-    result, dropped = _drop_blank_pairs(loaded, path_or_name, langs)
+    loaded = _read_splits(path_or_name, data_format, hub_config, langs, splits)
+    _check_splits(loaded, path_or_name, langs, splits)
+    result, dropped = _drop_blank_pairs(loaded, path_or_name, langs, splits)
     if sum(dropped.values()):
         logger.warning("Dropped empty or whitespace-only pairs: %s", dict(dropped))
     if stats is not None:
         stats["dropped_empty"] = dict(dropped)
-        stats["corpus_splits"] = {split: len(result[split]) for split in SPLITS}
+        stats["corpus_splits"] = {split: len(result[split]) for split in splits}
     return DatasetDict(result)
 
 
-def _read_splits(path_or_name: str, data_format: str, hub_config: str | None, langs: tuple[str, str]):
+def _read_splits(path_or_name: str, data_format: str, hub_config: str | None, langs: tuple[str, str], splits):
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     if data_format == "corpus":
-        return load_from_disk(os.path.join(path_or_name, "dataset"))
+        return load_from_disk(os.path.join(path_or_name, "dataset"))  # memory-mapped: reading every split is free
     if data_format == "hub":
         # The real Hub path, for users with a network; tests point it at a local folder.
         try:
@@ -270,16 +276,17 @@ def _read_splits(path_or_name: str, data_format: str, hub_config: str | None, la
         return loaded
     reader = {"text": _text_split, "tsv": _tsv_split, "jsonl": _jsonl_split}[data_format]
     return DatasetDict(
-        {split: Dataset.from_dict({"translation": reader(path_or_name, split, langs)}) for split in SPLITS}
+        {split: Dataset.from_dict({"translation": reader(path_or_name, split, langs)}) for split in splits}
     )
 
 
-def _check_splits(loaded, path_or_name: str, langs: tuple[str, str]) -> None:
-    for split in SPLITS:
+def _check_splits(loaded, path_or_name: str, langs: tuple[str, str], splits) -> None:
+    for split in splits:
         if split not in loaded:
+            needed = "train, validation and test" if tuple(splits) == SPLITS else " and ".join(splits)
             raise DataError(
-                f"The {split} split is missing from {path_or_name} (it has {sorted(loaded)}); every source needs "
-                "train, validation and test."
+                f"The {split} split is missing from {path_or_name} (it has {sorted(loaded)}); this command needs "
+                f"{needed}."
             )
         if "translation" not in loaded[split].column_names:
             raise DataError(
@@ -289,11 +296,11 @@ def _check_splits(loaded, path_or_name: str, langs: tuple[str, str]) -> None:
         _check_language_keys(loaded[split], langs, f"{path_or_name} [{split}]")
 
 
-def _drop_blank_pairs(loaded, path_or_name: str, langs: tuple[str, str]) -> tuple[dict, Counter]:
+def _drop_blank_pairs(loaded, path_or_name: str, langs: tuple[str, str], splits) -> tuple[dict, Counter]:
     """Drop pairs whose source or target is empty or whitespace only (counted); refuse a split left empty."""
     source_lang, target_lang = langs
     dropped, result = Counter(), {}
-    for split in SPLITS:
+    for split in splits:
         dataset = loaded[split]
         keep = [
             i

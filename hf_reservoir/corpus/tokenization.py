@@ -137,15 +137,38 @@ def _save_marian_tokenizer(
     tokenizer.save_pretrained(output_dir)
 
 
+TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json")
+
+
 def load_tokenizer(path: str):
-    """Load a ``MarianTokenizer`` with the punctuation normaliser pinned off (see the module doc)."""
+    """Load a ``MarianTokenizer`` with the punctuation normaliser pinned off (see the module doc).
+
+    A local folder that lacks one of its files, or holds a damaged one, is a ``ValueError`` naming the folder and
+    what to do; SentencePiece's and the JSON reader's own errors say neither.
+    """
     import warnings
 
     from transformers import MarianTokenizer
 
+    if os.path.isdir(path):
+        missing = [name for name in TOKENIZER_FILES if not os.path.isfile(os.path.join(path, name))]
+        if missing:
+            raise ValueError(
+                f"the tokenizer in {path} lacks {', '.join(missing)}; copy the files from the folder that training "
+                "wrote (OUTPUT_DIR/model or OUTPUT_DIR/tokenizer), or save the tokenizer again."
+            )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
-        tokenizer = MarianTokenizer.from_pretrained(path)
+        try:
+            tokenizer = MarianTokenizer.from_pretrained(path)
+        except (RuntimeError, OSError, TypeError, ValueError) as error:  # SentencePiece, JSON and file errors
+            if not os.path.isdir(path):
+                raise
+            raise ValueError(
+                f"the tokenizer in {path} could not be read ({' '.join(str(error).split())[:200]}): one of "
+                f"{', '.join(TOKENIZER_FILES)} or tokenizer_config.json is damaged; copy the files from the folder "
+                "that training wrote, or save the tokenizer again."
+            ) from error
     tokenizer.punc_normalizer = lambda text: text
     return tokenizer
 

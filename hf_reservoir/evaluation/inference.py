@@ -117,6 +117,15 @@ def read_lines(data: bytes, name: str, encoding: str = "utf-8") -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def check_num_beams(num_beams: int | None, vocabulary: int) -> None:
+    """Refuse a beam count below 1, or above the vocabulary (beams beyond it cannot all be filled, and each costs
+    memory: a million beams filled the machine's 24 GB)."""
+    if num_beams is not None and not 1 <= num_beams <= vocabulary:
+        raise ValueError(
+            f"num_beams={num_beams} must be from 1 (greedy decoding) to the vocabulary's {vocabulary}; 4-5 is usual."
+        )
+
+
 def source_limit(model, max_source_length: int | None = None) -> int:
     """The longest source in tokens that the model can encode: its position table, or less if asked."""
     limit = model.config.max_position_embeddings
@@ -152,8 +161,15 @@ def iter_translations(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    if num_beams is not None and num_beams < 1:
-        raise ValueError(f"num_beams={num_beams} must be at least 1; use 1 for greedy decoding.")
+    check_num_beams(num_beams, len(tokenizer))
+    positions = model.config.max_position_embeddings
+    if max_length is not None and not 1 <= max_length <= positions:
+        raise ValueError(
+            f"max_length={max_length} is outside what the model can generate: its decoder has {positions} positions "
+            f"(max_position_embeddings); give a value from 1 to {positions}."
+        )
+    if max_source_length is not None and max_source_length < 2:
+        raise ValueError(f"max_source_length={max_source_length} leaves no room for a word and </s>; give at least 2.")
     limit = source_limit(model, max_source_length)
     # Lengths up to one past the limit are enough to tell who is cut (and keep the tokenizer from warning about
     # sequences longer than its model_max_length: our own warning names the lines).
@@ -237,8 +253,13 @@ def evaluate_saved_model(
     max_source_length: int | None = None,
     max_target_length: int | None = None,
     device: str = "cpu",
+    engine: str = "hf",
+    threads: int = 0,
 ) -> dict:
     """Score a saved model on one split; write ``generated_predictions.txt`` and ``results.json``.
+
+    ``engine="ctranslate2"`` generates with the model's CTranslate2 export (made into a cache on first use; ``threads``
+    is CTranslate2's thread count) instead of HF generate, with the same truncation, beams and lengths.
 
     The data comes through the same loader as training (a built corpus, text, TSV or JSONL files), so
     a split scores exactly as it did there: sacrebleu corpus BLEU and chrF ([`corpus_scores`]),
@@ -264,16 +285,23 @@ def evaluate_saved_model(
     max_source_length = max_source_length or recorded.get("max_source_length")
     max_target_length = max_target_length or recorded.get("max_target_length")
     num_beams = num_beams or recorded.get("num_beams")
-    corpus = load_parallel_corpus(data_path, source_lang, target_lang, data_format=data_format)
-    if split not in corpus:
-        raise ValueError(f"split={split!r} is not in {data_path}; use one of {sorted(corpus)}.")
-    dataset = corpus[split]
+    stats = {}
+    dataset = load_parallel_corpus(
+        data_path, source_lang, target_lang, data_format=data_format, stats=stats, splits=(split,)
+    )[split]
     sources = [pair[source_lang] for pair in dataset["translation"]]
     references = [pair[target_lang] for pair in dataset["translation"]]
-    hypotheses = translate(
-        model, tokenizer, sources, num_beams=num_beams, batch_size=batch_size, max_length=max_length,
-        max_source_length=max_source_length,
-    )  # fmt: skip
+    settings = {"num_beams": num_beams, "batch_size": batch_size, "max_length": max_length}
+    settings["max_source_length"] = max_source_length
+    if engine == "ctranslate2":
+        from .ctranslate2_engine import iter_translations_ct2, load_ctranslate2
+
+        translator, _, record = load_ctranslate2(model_name_or_path, threads)
+        hypotheses = [
+            t for chunk in iter_translations_ct2(translator, tokenizer, sources, record, **settings) for t in chunk
+        ]
+    else:
+        hypotheses = translate(model, tokenizer, sources, **settings)
     truncation = {"max_length": max_target_length, "truncation": True} if max_target_length else {}
     labels = tokenizer(text_target=references, **truncation)["input_ids"]
     references = [text.strip() for text in tokenizer.batch_decode(labels, skip_special_tokens=True)]
@@ -283,6 +311,8 @@ def evaluate_saved_model(
         "data": data_path,
         "split": split,
         "pairs": len(hypotheses),
+        "blank_pairs_left_out": stats["dropped_empty"][split],  # a pair with an empty side cannot be scored
+        "engine": engine,
         "num_beams": beams,
         "batch_size": batch_size,
         "max_source_length": max_source_length,

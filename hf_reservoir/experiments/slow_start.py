@@ -33,6 +33,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from ..utils.config_keys import dataclass_from_yaml
 from ..utils.intervals import describe_interval, rate_interval
 from ..utils.run_folder import CONVERGENCE_FILE, read_run_file
 
@@ -64,14 +65,9 @@ class SlowStartConfig:
 
     @classmethod
     def load(cls, path: str) -> SlowStartConfig:
-        import yaml
-
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise ValueError(f"{path}: {error}") from error
+        return dataclass_from_yaml(
+            cls, path, "The keys are SlowStartConfig's fields (hf_reservoir/experiments/slow_start.py)."
+        )
 
 
 def bleu_at(evaluations: list[dict], step: int) -> float | None:

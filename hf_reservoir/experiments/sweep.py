@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ..models.reservoir_marian.configuration_reservoir import (
     RESERVOIR_TYPES as RESERVOIR_MODELS,  # every reservoir type is a model
 )
+from ..utils.config_keys import dataclass_from_yaml
 from ..utils.run_folder import (
     CONVERGENCE_FILE,
     CONVERGENCE_PLOT,
@@ -144,10 +145,7 @@ class SweepConfig:
 
     @classmethod
     def load(cls, path: str) -> SweepConfig:
-        import yaml
-
-        with open(path, encoding="utf-8") as handle:
-            return cls(**yaml.safe_load(handle))
+        return dataclass_from_yaml(cls, path, "The keys are SweepConfig's fields (hf_reservoir/experiments/sweep.py).")
 
 
 @dataclass(frozen=True)

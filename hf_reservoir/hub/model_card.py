@@ -219,8 +219,33 @@ def build_model_card(facts: ModelCardFacts):
         "training_setup": "\n".join(setup_lines),
         "example_source": facts.example_source.replace("\\", "\\\\").replace('"', '\\"'),
         "data_description": _data_description(facts),
+        "ctranslate2_usage": _ctranslate2_usage(facts),
     }
     return ModelCard.from_template(card_data, template_path=TEMPLATE_PATH, **placeholders)
+
+
+def _ctranslate2_usage(facts: ModelCardFacts) -> str:
+    """How to run the model with CTranslate2, or why it cannot be exported (the engine's own check decides)."""
+    from ..evaluation.ctranslate2_engine import ExportError, check_exportable
+    from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianConfig
+
+    try:
+        check_exportable(ReservoirMarianConfig.from_dict(facts.config))
+    except ExportError as error:
+        return f"This model cannot run on CTranslate2: {error}"
+    source = facts.example_source.replace("\\", "\\\\").replace('"', '\\"')
+    return "\n".join(
+        [
+            "Faster on the CPU: CTranslate2, the engine OPUS-MT and Argos Translate run on. The export computes what",
+            "the model computes (greedy output identical, tested in hf-reservoir):",
+            "",
+            "```bash",
+            'pip install "hf-reservoir[ctranslate2]"',
+            f"hf-reservoir export {facts.repo_id.split('/')[-1]} --format ctranslate2 --output_dir model-ct2",
+            f'echo "{source}" | hf-reservoir translate model-ct2 --engine ctranslate2',
+            "```",
+        ]
+    )
 
 
 def _decoding(beams) -> str:

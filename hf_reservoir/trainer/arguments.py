@@ -22,7 +22,15 @@ from ..models.reservoir_marian.configuration_reservoir import ReservoirMarianCon
 class FlagParser(argparse.ArgumentParser):
     """An ``argparse`` parser whose every ``--multi_word`` flag is also accepted as ``--multi-word`` (and the other way
     round), so that each command takes both spellings, as ``HfArgumentParser`` does for ``train``; the help and the
-    docs show the underscore one, transformers' spelling."""
+    docs show the underscore one, transformers' spelling. No flag may be abbreviated (``allow_abbrev=False``: a
+    prefix of a flag is an error, not the flag), and a mistake is one ``error:`` line and exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
     def add_argument(self, *names, **kwargs):
         if names and all(name.startswith("--") for name in names):

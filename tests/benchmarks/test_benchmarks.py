@@ -113,3 +113,17 @@ def test_host_overhead_benchmark_times_every_loop(tmp_path, capsys):
         host_overhead(["--steps", "2", "--output_dir", str(refused)])
     assert exit_.value.code == 2 and not refused.exists()
     assert "--steps 2: at least 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--dry_rn", "--only"])
+def test_gpu_check_takes_both_spellings_and_refuses_others_in_one_line(tmp_path, flag):
+    """`--dry-run` is `--dry_run`, as for every hf-reservoir flag (it used to be "unknown option"); a wrong option,
+    or --only without its value, is one `error:` line and exit status 2, before anything runs."""
+    script = os.path.join(REPO_ROOT, "benchmarks", "gpu_check.sh")
+    args = [flag] if flag == "--only" else [flag, "--only", "nothing", str(tmp_path / "out")]
+    run = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=120)
+    if flag == "--dry-run":
+        assert run.returncode == 0 and (tmp_path / "out").is_dir() and "unknown option" not in run.stderr
+    else:
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0]

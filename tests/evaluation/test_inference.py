@@ -199,3 +199,20 @@ def test_evaluate_refuses_another_language_before_reading_data(model_dir, tmp_pa
     error = run_cli([*argv, "--data_path", "nowhere"], capsys)
     assert "--source_lang fr does not match" in error and "source_lang de (a de-en model)" in error, error
     assert "nowhere" not in error
+
+
+def test_evaluate_reads_only_the_split_it_scores(model_dir, tmp_path, capsys):
+    """A user's own test set: a folder with test.* and validation.* and no train.* is scored (it used to be refused
+    for the missing train.de); asking for a split the folder lacks names that split and its files."""
+    data = tmp_path / "own"
+    data.mkdir()
+    for split in ("test", "validation"):
+        (data / f"{split}.de").write_text("Satz 1 wählen Sie Extras\nSatz 2\n")
+        (data / f"{split}.en").write_text("sentence 1\nsentence 2\n")
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(model_dir), "--split", "test", "--data_path", str(data), "--output_dir", str(out)]
+    assert main([*argv, "--num_beams", "1"]) == 0
+    assert len((out / "generated_predictions.txt").read_text().splitlines()) == 2
+    argv = ["evaluate", str(model_dir), "--split", "train", "--data_path", str(data), "--output_dir", str(out) + "2"]
+    line = run_cli(argv, capsys)
+    assert "The train split is missing" in line and "train.de" in line

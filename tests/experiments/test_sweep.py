@@ -224,3 +224,17 @@ def test_a_a_lane_measures_a_slowed_copy_as_slower(corpus_dir, tokenizer_dir, tm
     assert a["peak_bleu"][0] == pytest.approx(b["peak_bleu"][0])
     assert b["seconds_per_step"][0] - a["seconds_per_step"][0] > 0.1
     assert b["paired"]["seconds_per_step_ratio"][0] > 1.0
+
+
+def test_a_sweep_file_with_a_misspelt_key_names_it_and_the_closest_key(tmp_path, capsys):
+    """`sedes: [2]` used to be "SweepConfig.__init__() got an unexpected keyword argument 'sedes'"."""
+    from tests.test_reliability import run_cli
+
+    path = tmp_path / "sw.yaml"
+    path.write_text("train_config: base.yaml\noutput_dir: out\nmodels: [regular]\nsedes: [2]\n")
+    line = run_cli(["sweep", str(path), "--list"], capsys)
+    assert f"{path}: unknown key 'sedes'; did you mean 'seeds'?" in line
+    path.write_text("output_dir: out\nmodels: [regular]\n")
+    assert "lacks the required key(s) train_config" in run_cli(["sweep", str(path), "--list"], capsys)
+    path.write_text("- a list\n")
+    assert "must hold a mapping" in run_cli(["sweep", str(path), "--list"], capsys)

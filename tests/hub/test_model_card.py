@@ -80,3 +80,22 @@ def test_card_usage_snippet_runs_against_an_exported_folder(tokenizer_dir, tmp_p
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("[")
+
+
+@pytest.mark.parametrize("reservoir_type", ["bigru", "transformer"])
+def test_the_card_says_how_to_run_the_model_with_ctranslate2_or_why_not(tmp_path, reservoir_type):
+    from hf_reservoir import ReservoirMarianConfig
+
+    config = ReservoirMarianConfig.from_dict(json.loads(_saved_config(tmp_path)))
+    config.reservoir_type = reservoir_type
+    facts = ModelCardFacts(repo_id="someone/reservoir-test", config=config.to_dict(), results=fake_results())
+    text = build_model_card(facts).text
+    if reservoir_type == "bigru":
+        assert "cannot run on CTranslate2: encoder layer 2 is a bigru reservoir" in text
+    else:
+        assert "hf-reservoir export reservoir-test --format ctranslate2" in text and "--engine ctranslate2" in text
+
+
+def _saved_config(folder) -> str:
+    reservoir_model().save_pretrained(folder)
+    return (folder / "config.json").read_text()

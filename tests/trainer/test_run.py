@@ -92,7 +92,7 @@ def test_missing_data_path_fails_before_training(tmp_path, capsys):
 
 
 def test_unknown_flag(tmp_path):
-    with pytest.raises(SystemExit, match="unknown arguments"):
+    with pytest.raises(SystemExit, match="unknown flag 'reservoir_flavour'"):
         train_script.parse(["--output_dir", str(tmp_path), "--reservoir_flavour", "x"])
 
 

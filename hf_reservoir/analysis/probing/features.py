@@ -21,10 +21,13 @@ def layer_outputs(model, tokenizer, sentences: list[str], batch_size: int = 64, 
     hooks = [encoder.layers[0].register_forward_pre_hook(lambda module, args: captured.append(args[0]))]
     hooks += [layer.register_forward_hook(lambda m, a, out: captured.append(out)) for layer in encoder.layers]
     device = next(model.parameters()).device
+    # A safety net: the probe fits its sentences to the model first (probe.fit_to_models), so nothing is cut here.
+    fit = {"truncation": True, "max_length": model.config.max_position_embeddings}
     out = []
     try:
         for start in range(0, len(sentences), batch_size):
-            batch = tokenizer(sentences[start : start + batch_size], return_tensors="pt", padding=True).to(device)
+            batch = tokenizer(sentences[start : start + batch_size], return_tensors="pt", padding=True, **fit)
+            batch = batch.to(device)
             captured.clear()
             encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             states = torch.stack([c[0] if isinstance(c, tuple) else c for c in captured])  # [L+1, B, T, D]

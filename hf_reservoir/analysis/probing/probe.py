@@ -70,12 +70,30 @@ def model_name(path: str) -> str:
     return os.path.basename(os.path.dirname(path)) if os.path.basename(path) == MODEL_DIR else os.path.basename(path)
 
 
+def fit_to_models(sentences: list[str], models: list[tuple]) -> tuple[list[str], int, int]:
+    """The sentences as every model can read them: one longer than the smallest position table among ``models``
+    (``(model, tokenizer)`` pairs) keeps its first pieces, as [`~hf_reservoir.evaluation.inference.source_limit`]
+    truncates a source for translation (the end-of-sentence token is the last). All models read the same text, so
+    that their probes stay comparable. Returns the sentences, how many were cut, and the limit in tokens."""
+    from ...evaluation.inference import source_limit
+
+    limit = min(source_limit(model) for model, _ in models)
+    tokenizer = models[0][1]
+    fitted, cut = [], 0
+    for sentence in sentences:
+        pieces = tokenizer.tokenize(sentence)
+        if len(pieces) + 1 > limit:  # + </s>
+            sentence, cut = tokenizer.convert_tokens_to_string(pieces[: limit - 1]), cut + 1
+        fitted.append(sentence)
+    return fitted, cut, limit
+
+
 def probe_sentences(data_path: str, source_lang: str, target_lang: str, settings: ProbeSettings):
     """``limit`` source sentences of the corpus's training split (a seeded sample, in corpus order) and, where the
     corpus records it, each one's source."""
     from ...corpus.loading import load_parallel_corpus
 
-    train = load_parallel_corpus(data_path, source_lang, target_lang)["train"]
+    train = load_parallel_corpus(data_path, source_lang, target_lang, splits=("train",))["train"]
     rows = sorted(random.Random(settings.seed).sample(range(len(train)), min(settings.limit, len(train))))
     train = train.select(rows)
     sentences = [pair[source_lang] for pair in train["translation"]]
@@ -175,6 +193,12 @@ def run_probes(
             skipped["source"] = "the data records no source per pair (only a built corpus does)"
         settings = replace(settings, tasks=[task for task in TASKS if task not in skipped])
     loaded = {model_name(path): (path, *load_probe_model(path, device)) for path in model_dirs}
+    sentences, cut, limit = fit_to_models(sentences, [(m, t) for _, m, t in loaded.values()])
+    if cut:
+        print(
+            f"Truncated {cut} of {len(sentences)} sentences to {limit} tokens, the longest source every model can "
+            "encode (its max_position_embeddings); the probes read the truncated sentences, as translate would."
+        )
     control_seeds = [0] if control is True else list(control or [])
     if control_seeds:
         path, model, tokenizer = next(iter(loaded.values()))
@@ -203,6 +227,8 @@ def run_probes(
         print("Skipped " + "; ".join(f"the task {task!r}: {why}" for task, why in skipped.items()) + ".")
     settings = replace(settings, tasks=[task for task in settings.tasks if task not in skipped])
     report = {"settings": vars(settings), "data": data_path, "sentences": len(sentences), "tasks": {}, "models": {}}
+    if cut:
+        report["truncated_sentences"] = {"count": cut, "to_tokens": limit}
     if skipped:
         report["skipped_tasks"] = skipped
     total = sum(len(model.config.encoder_layout) + 1 for _, model, _ in loaded.values()) * len(settings.tasks)

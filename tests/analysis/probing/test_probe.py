@@ -88,3 +88,23 @@ def test_the_update_of_an_identity_layer_is_at_the_majority_baseline(ordered_mod
     assert identity["tasks"]["length"]["accuracy"] > identity["tasks"]["length"]["baseline"] + 0.2
     assert identity["cka_previous"] == pytest.approx(1.0)
     assert layers[2]["update"]["length"]["accuracy"] > layers[2]["update"]["length"]["baseline"]
+
+
+def test_sentences_longer_than_the_position_table_are_truncated_and_counted(corpus_and_model, tmp_path, capsys):
+    """A model with 64 positions and corpus sentences of ~300 words: the probe truncates them, as translate does,
+    says how many it cut, and records it (it used to end in an IndexError from the position embedding)."""
+    corpus, folder, _ = corpus_and_model
+    long_corpus = tmp_path / "long"
+    long_corpus.mkdir()
+    rows = [" ".join([line.rstrip(".")] * 25) + "." for line in (corpus / "train.de").read_text().splitlines()]
+    for split in ("train", "validation", "test"):
+        (long_corpus / f"{split}.de").write_text("\n".join(rows) + "\n")
+        (long_corpus / f"{split}.en").write_text("\n".join(r.upper() for r in rows) + "\n")
+    out = tmp_path / "probe"
+    argv = ["probe", str(folder), "--output_dir", str(out), "--data_path", str(long_corpus), "--tasks", "length"]
+    assert main([*argv, "--splits", "1", "--limit", "300"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "probe.json").read_text())
+    cut = report["truncated_sentences"]
+    assert cut["to_tokens"] == 64 and 0 < cut["count"] <= 300
+    assert f"Truncated {cut['count']} of 300 sentences to 64 tokens" in printed
