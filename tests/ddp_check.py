@@ -115,6 +115,9 @@ def main(out_dir: str, per_device_batch: int, cooldown: bool = False, timed_save
     )
     with open(os.path.join(out_dir, f"record_rank{rank}.json"), "w") as handle:
         json.dump(record, handle)
+    if torch.distributed.is_initialized():  # leave together: an exit with the group alive once aborted at teardown
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ def _ctranslate2_usage(facts: ModelCardFacts) -> str:
             "",
             "```bash",
             'pip install "hf-reservoir[ctranslate2]"',
+            f"hf download {facts.repo_id} --local-dir {facts.repo_id.split('/')[-1]}  # or a local model folder",
             f"hf-reservoir export {facts.repo_id.split('/')[-1]} --format ctranslate2 --output_dir model-ct2",
             f'echo "{source}" | hf-reservoir translate model-ct2 --engine ctranslate2',
             "```",

@@ -21,8 +21,9 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     argv = ["probe", str(folder), "--output_dir", str(out), "--data_path", str(corpus), "--limit", "300"]
     assert main([*argv, "--tasks", "length", "token_identity", "--control_seeds", "0", "1", "--splits", "2"]) == 0
     report = json.loads((out / "probe.json").read_text())
-    assert list(report["models"]) == ["run0", "run0 (random init)", "run0 (random init, seed 1)"]
-    layers = report["models"]["run0"]["layers"]
+    name = folder.parent.name  # the run folder's name: tmp_path_factory numbers it (run0, run1, ...)
+    assert list(report["models"]) == [name, f"{name} (random init)", f"{name} (random init, seed 1)"]
+    layers = report["models"][name]["layers"]
     assert [layer["mark"] for layer in layers] == ["E", "L", "L", "R", "L", "R", "L", "L"]
     assert set(layers[3]["tasks"]) == set(layers[3]["update"]) == {"length", "token_identity"}
     cell = layers[3]["update"]["length"]
@@ -31,12 +32,12 @@ def test_probe_command_writes_json_table_and_heatmap_with_a_control(corpus_and_m
     assert "correct" not in cell and all(set(d) >= {"a", "b", "interval", "real"} for d in report["differences"])
     # The control is the architecture drawn again from the same seed (torch seed 0, as the fixture drew this
     # untrained model): it must probe exactly alike, which also shows that the probes are deterministic.
-    assert report["models"]["run0 (random init)"]["layers"] == layers
+    assert report["models"][f"{name} (random init)"]["layers"] == layers
     # Another seed draws other trainable layers (the reservoirs are the same: they come from reservoir_seed).
-    assert report["models"]["run0 (random init, seed 1)"]["layers"] != layers
+    assert report["models"][f"{name} (random init, seed 1)"]["layers"] != layers
     assert (out / "probe_heatmap.png").stat().st_size > 0
     table = (out / "probe.md").read_text()
-    assert "### run0 (`LLRLRLL`)" in table and "| 3 R |" in table and "| baseline |" in table
+    assert f"### {name} (`LLRLRLL`)" in table and "| 3 R |" in table and "| baseline |" in table
     assert "Update (output minus input):" in table and "### Differences" in table
     # Every difference tested is in the table, real or not, so that prose can quote any of their intervals.
     rows = [line for line in table.split("### Differences")[1].splitlines() if line.endswith(("| yes |", "| no |"))]
