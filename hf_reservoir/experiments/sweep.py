@@ -294,19 +294,27 @@ def run_cell(config: SweepConfig, cell: Cell, python: str = sys.executable) -> s
     return "done" if process.returncode == 0 else "failed"
 
 
-def pinned_cores(names: list[str], config: SweepConfig) -> dict[str, set[int]] | None:
+def pinned_cores(
+    names: list[str], config: SweepConfig, slot: int = 0, available: list[int] | None = None
+) -> dict[str, set[int]] | None:
     """Each arm of a concurrent lane its own ``threads_per_lane`` cores, in turn from the cores this process may
-    use; None (no pinning) where the machine has too few cores for that or cannot pin (not Linux)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    available = sorted(os.sched_getaffinity(0))
+    use, starting after the cores of the lanes in the slots before ``slot`` (lanes that run side by side hold
+    different slots, so they never share a core); None (no pinning) where the machine has too few cores for that or
+    cannot pin (not Linux)."""
+    if available is None:
+        if not hasattr(os, "sched_getaffinity"):
+            return None
+        available = sorted(os.sched_getaffinity(0))
     width = config.threads_per_lane
-    if len(available) < width * len(names):
+    first = slot * width * len(names)
+    if len(available) < first + width * len(names):
         return None
-    return {name: set(available[i * width : (i + 1) * width]) for i, name in enumerate(names)}
+    return {name: set(available[first + i * width : first + (i + 1) * width]) for i, name in enumerate(names)}
 
 
-def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.executable) -> dict[Cell, str]:
+def run_lane_cells(
+    config: SweepConfig, lane: list[Cell], python: str = sys.executable, slot: int = 0
+) -> dict[Cell, str]:
     """Run the unfinished cells of one lane together, taking turns ([`hf_reservoir.sharing`]).
 
     Finished cells are skipped; the unfinished ones start again together, each from its last checkpoint
@@ -332,7 +340,7 @@ def run_lane_cells(config: SweepConfig, lane: list[Cell], python: str = sys.exec
     threads = str(config.threads_per_lane)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if concurrent:
-        codes = run_concurrent(commands, lane_dir, logs, env=env, cores=pinned_cores(list(commands), config))
+        codes = run_concurrent(commands, lane_dir, logs, env=env, cores=pinned_cores(list(commands), config, slot))
     else:
         codes = run_lane(commands, lane_dir, logs, env=env)
     for cell in todo:
@@ -357,13 +365,25 @@ def run_sweep(config: SweepConfig, grid: list[Cell], report=print) -> list[str]:
             if status == "failed":
                 failed.append(cell.name)
         return failed
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
     lanes: dict[str, list[Cell]] = {}
     for cell in grid:
         lanes.setdefault(lane_of(config, cell), []).append(cell)
+    slots: queue.Queue[int] = queue.Queue()  # a lane holds a slot (its own cores) while it runs, then frees it
+    for slot in range(config.parallel_lanes):
+        slots.put(slot)
+
+    def run_in_a_free_slot(lane: list[Cell]) -> dict[Cell, str]:
+        slot = slots.get()
+        try:
+            return run_lane_cells(config, lane, slot=slot)
+        finally:
+            slots.put(slot)
+
     with ThreadPoolExecutor(max_workers=config.parallel_lanes) as pool:
-        for name, statuses in zip(lanes, pool.map(lambda lane: run_lane_cells(config, lane), lanes.values())):
+        for name, statuses in zip(lanes, pool.map(run_in_a_free_slot, lanes.values())):
             collect_finished(config, list(statuses))
             for cell, status in statuses.items():
                 report(f"[lane {name}] {cell.name}: {status}")

@@ -42,7 +42,7 @@ def test_a_lanes_mapping_groups_runs_as_written(monkeypatch):
     config = SweepConfig(**values, models=["regular", "transformer", "ffn", "layerdrop"], sharing="lanes")
     started = []
     monkeypatch.setattr(
-        sweep, "run_lane_cells", lambda cfg, lane: started.append(lane) or {cell: "done" for cell in lane}
+        sweep, "run_lane_cells", lambda cfg, lane, slot=0: started.append(lane) or {cell: "done" for cell in lane}
     )
     assert sweep.run_sweep(config, cells(config), report=lambda line: None) == []
     groups = {sweep.lane_of(config, lane[0]): sorted(c.name for c in lane) for lane in started}
@@ -238,3 +238,35 @@ def test_a_sweep_file_with_a_misspelt_key_names_it_and_the_closest_key(tmp_path,
     assert "lacks the required key(s) train_config" in run_cli(["sweep", str(path), "--list"], capsys)
     path.write_text("- a list\n")
     assert "must hold a mapping" in run_cli(["sweep", str(path), "--list"], capsys)
+
+
+def test_lanes_side_by_side_are_pinned_to_different_cores(monkeypatch):
+    """Two concurrent lanes of two arms on 4 cores: the second lane's arms get cores 2 and 3, not 0 and 1 again;
+    lanes that run at once always hold different slots."""
+    import threading
+    import time
+
+    import hf_reservoir.experiments.sweep as sweep
+
+    config = SweepConfig(
+        train_config="base.yaml", output_dir="out", models=["regular", "transformer"], updatable_layers=[2],
+        seeds=[1, 2, 3, 4], sharing="concurrent", parallel_lanes=2, threads_per_lane=1,
+    )  # fmt: skip
+    names = ["regular", "transformer"]
+    assert sweep.pinned_cores(names, config, 0, [0, 1, 2, 3]) == {"regular": {0}, "transformer": {1}}
+    assert sweep.pinned_cores(names, config, 1, [0, 1, 2, 3]) == {"regular": {2}, "transformer": {3}}
+    assert sweep.pinned_cores(names, config, 1, [0, 1]) is None  # too few cores: no pinning rather than sharing
+    running, seen, lock = {}, [], threading.Lock()
+
+    def fake_lane(cfg, lane, slot=0):
+        with lock:
+            seen.append(sorted(running.values()) + [slot])
+            running[id(lane)] = slot
+        time.sleep(0.05)
+        with lock:
+            del running[id(lane)]
+        return {cell: "done" for cell in lane}
+
+    monkeypatch.setattr(sweep, "run_lane_cells", fake_lane)
+    assert sweep.run_sweep(config, cells(config), report=lambda line: None) == []
+    assert len(seen) == 4 and all(len(set(slots)) == len(slots) for slots in seen)
