@@ -259,16 +259,9 @@ def iter_translations_ct2(
     continues while a running beam could still win), and HF's ``max_length`` less the start token and ``</s>``.
     ``record`` is the export's record (its position table and the model's generation defaults)."""
     max_positions, generation = record["max_position_embeddings"], record["generation"]
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    from .inference import check_num_beams
+    from .inference import check_generation
 
-    check_num_beams(num_beams, len(tokenizer))
-    if max_length is not None and not 1 <= max_length <= max_positions:
-        raise ValueError(f"max_length={max_length} is outside what the model can generate; give 1 to {max_positions}.")
-    limit = min(max_positions, max_source_length) if max_source_length else max_positions
-    if limit < 2:
-        raise ValueError(f"max_source_length={max_source_length} leaves no room for a word and </s>; give at least 2.")
+    limit = check_generation(batch_size, num_beams, max_length, max_source_length, len(tokenizer), max_positions)
     pieces = [tokenizer.convert_ids_to_tokens(tokenizer(s)["input_ids"]) for s in sentences]
     truncated = [i for i, p in enumerate(pieces) if len(p) > limit]
     if truncated and on_truncated is not None:

@@ -117,6 +117,29 @@ def read_lines(data: bytes, name: str, encoding: str = "utf-8") -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def check_generation(
+    batch_size: int,
+    num_beams: int | None,
+    max_length: int | None,
+    max_source_length: int | None,
+    vocabulary: int,
+    positions: int,
+) -> int:
+    """Refuse generation settings the model cannot honour (the same rules for every engine); returns the longest
+    source in tokens ([`source_limit`]'s value for a model with ``positions`` positions)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1.")
+    check_num_beams(num_beams, vocabulary)
+    if max_length is not None and not 1 <= max_length <= positions:
+        raise ValueError(
+            f"max_length={max_length} is outside what the model can generate: its decoder has {positions} positions "
+            f"(max_position_embeddings); give a value from 1 to {positions}."
+        )
+    if max_source_length is not None and max_source_length < 2:
+        raise ValueError(f"max_source_length={max_source_length} leaves no room for a word and </s>; give at least 2.")
+    return min(positions, max_source_length) if max_source_length else positions
+
+
 def check_num_beams(num_beams: int | None, vocabulary: int) -> None:
     """Refuse a beam count below 1, or above the vocabulary (beams beyond it cannot all be filled, and each costs
     memory: a million beams filled the machine's 24 GB)."""
@@ -159,18 +182,8 @@ def iter_translations(
         on_truncated (`Callable`, *optional*): called once, before anything is generated, with the indices (into
             ``sentences``) of the truncated sources.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    check_num_beams(num_beams, len(tokenizer))
     positions = model.config.max_position_embeddings
-    if max_length is not None and not 1 <= max_length <= positions:
-        raise ValueError(
-            f"max_length={max_length} is outside what the model can generate: its decoder has {positions} positions "
-            f"(max_position_embeddings); give a value from 1 to {positions}."
-        )
-    if max_source_length is not None and max_source_length < 2:
-        raise ValueError(f"max_source_length={max_source_length} leaves no room for a word and </s>; give at least 2.")
-    limit = source_limit(model, max_source_length)
+    limit = check_generation(batch_size, num_beams, max_length, max_source_length, len(tokenizer), positions)
     # Lengths up to one past the limit are enough to tell who is cut (and keep the tokenizer from warning about
     # sequences longer than its model_max_length: our own warning names the lines).
     probe = {"truncation": True, "max_length": limit + 1}
